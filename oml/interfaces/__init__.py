@@ -1,0 +1,1 @@
+"""Abstract base classes: the contracts between datasets, models, miners, losses and metrics."""

@@ -1,0 +1,1 @@
+"""Infrastructure helpers: io and downloads, images, misc, torch utilities, dataset format."""

@@ -1,0 +1,239 @@
+"""The dataset CSV format and its checker.
+
+A dataset is a table with one row per image:
+
+=============  ==============================================================
+column         meaning
+=============  ==============================================================
+label          int, the id of the entity (product, person, ...) on the image
+path           image path, absolute or relative to ``dataset_root``
+split          ``train`` or ``validation``
+is_query       validation rows: True/False; train rows: empty
+is_gallery     validation rows: True/False; train rows: empty
+category       (optional) a group of labels, e.g. ``jackets``
+x_1,x_2,y_1,y_2 (optional) integer box: left, right, top, bottom; empty = whole image
+=============  ==============================================================
+"""
+
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, List, Optional, Union
+
+import numpy as np
+import pandas as pd
+
+from oml.const import (
+    BBOXES_COLUMNS,
+    CATEGORIES_COLUMN,
+    IS_GALLERY_COLUMN,
+    IS_QUERY_COLUMN,
+    LABELS_COLUMN,
+    OBLIGATORY_COLUMNS,
+    PATHS_COLUMN,
+    SPLIT_COLUMN,
+    X1_COLUMN,
+    X2_COLUMN,
+    Y1_COLUMN,
+    Y2_COLUMN,
+)
+
+_SHOW = 10
+_SPLITS = ("train", "validation")
+
+
+class DataFrameFormatError(ValueError):
+    """A dataset table breaks a rule of the format (the message names the rule, column and rows)."""
+
+
+def _preview(values: Iterable[Any]) -> str:
+    values = list(values)
+    shown = ", ".join(map(str, values[:_SHOW]))
+    return f"[{shown}{', ...' if len(values) > _SHOW else ''}]"
+
+
+def _fail(source: str, message: str) -> None:
+    raise DataFrameFormatError(f"{source}: {message}")
+
+
+def _as_bool_column(df: pd.DataFrame, column: str, source: str) -> pd.Series:
+    """Validation flags: True/False, 1/0 or 'True'/'False' strings (as pandas reads CSVs)."""
+    mapping = {True: True, False: False, 1: True, 0: False, "True": True, "False": False, "true": True, "false": False}
+    values = df[column]
+    bad = [i for i, v in zip(df.index, values) if not (isinstance(v, (bool, np.bool_, int, np.integer, float, str)) and v in mapping)]
+    if bad:
+        _fail(
+            source,
+            f"column {column!r} of the validation rows must be True or False; {len(bad)} rows are not, "
+            f"rows {_preview(bad)} (values {_preview(values.loc[bad].tolist())}).",
+        )
+    return values.map(lambda v: mapping[v]).astype(bool)
+
+
+def check_retrieval_dataframe_format(
+    df: Union[Path, str, pd.DataFrame],
+    dataset_root: Optional[Union[Path, str]] = None,
+    sep: str = ",",
+    verbose: bool = True,
+) -> None:
+    """Check that a dataset table follows the format; raise ``DataFrameFormatError`` at the first violation.
+
+    Rules: the obligatory columns exist; ``split`` is ``train`` or ``validation``; train rows have empty
+    ``is_query``/``is_gallery``; validation rows have boolean flags and are a query, a gallery item or
+    both; labels are integers; paths are non-empty; every query has a gallery item with the same label
+    other than itself; every image exists under ``dataset_root``; bounding boxes are all four columns,
+    integer, non-negative and with ``x_1 < x_2``, ``y_1 < y_2``. A label with several categories only
+    gives a warning (when ``verbose``).
+
+    OML 0.4.4 raised a bare ``AssertionError``; ours is a ``ValueError`` subclass that names the rule,
+    the column and the first offending rows (0-based positions of the data rows), labels or paths.
+    OML also let a query through whose only same-label gallery item was itself, which then failed
+    deep inside validation; here it is caught by the format check.
+
+    Args:
+        df: a DataFrame or the path of a CSV file.
+        dataset_root: folder that relative paths are resolved against (default: as they are).
+        sep: CSV separator, when ``df`` is a path.
+        verbose: warn about labels that belong to several categories.
+
+    >>> frame = pd.DataFrame({"label": [0, 0], "path": ["a.jpg", "b.jpg"], "split": ["train", "train"],
+    ...                       "is_query": [None, None], "is_gallery": [None, None]})
+    >>> check_retrieval_dataframe_format(frame, dataset_root="/nonexistent")
+    Traceback (most recent call last):
+    ...
+    oml.utils.dataframe_format.DataFrameFormatError: dataframe: 2 image files do not exist ...
+    """
+    if isinstance(df, (str, Path)):
+        source = str(df)
+        if not Path(df).is_file():
+            _fail(source, "the file does not exist.")
+        df = pd.read_csv(df, sep=sep)
+    else:
+        source = "dataframe"
+    df = df.reset_index(drop=True)
+
+    if len(df) == 0:
+        _fail(source, "the table has no rows.")
+
+    missing = [c for c in OBLIGATORY_COLUMNS if c not in df.columns]
+    if missing:
+        _fail(source, f"obligatory columns {missing} are missing; the table has columns {list(df.columns)}.")
+
+    bad_split = df.index[~df[SPLIT_COLUMN].isin(_SPLITS)].tolist()
+    if bad_split:
+        _fail(
+            source,
+            f"column 'split' must be 'train' or 'validation'; rows {_preview(bad_split)} have "
+            f"{_preview(df.loc[bad_split, SPLIT_COLUMN].unique().tolist())}.",
+        )
+
+    train = df[df[SPLIT_COLUMN] == "train"]
+    for column in (IS_QUERY_COLUMN, IS_GALLERY_COLUMN):
+        filled = train.index[train[column].notna()].tolist()
+        if filled:
+            _fail(source, f"column {column!r} must be empty for train rows; rows {_preview(filled)} are filled.")
+
+    val = df[df[SPLIT_COLUMN] == "validation"]
+    if len(val):
+        is_query = _as_bool_column(val, IS_QUERY_COLUMN, source)
+        is_gallery = _as_bool_column(val, IS_GALLERY_COLUMN, source)
+        neither = val.index[~is_query & ~is_gallery].tolist()
+        if neither:
+            _fail(
+                source,
+                f"every validation row must be a query, a gallery item or both; rows {_preview(neither)} "
+                f"have is_query and is_gallery both False.",
+            )
+
+    if df[LABELS_COLUMN].isna().any():
+        _fail(source, f"column 'label' has empty values in rows {_preview(df.index[df[LABELS_COLUMN].isna()])}.")
+    if not pd.api.types.is_integer_dtype(df[LABELS_COLUMN]):
+        bad = [i for i, v in zip(df.index, df[LABELS_COLUMN]) if not isinstance(v, (int, np.integer))]
+        _fail(
+            source,
+            f"column 'label' must contain integers (dtype {df[LABELS_COLUMN].dtype}); rows {_preview(bad)} "
+            f"have {_preview(df.loc[bad, LABELS_COLUMN].tolist())}.",
+        )
+
+    paths_ok = df[PATHS_COLUMN].map(lambda p: isinstance(p, (str, Path)) and str(p).strip() != "")
+    if not paths_ok.all():
+        _fail(source, f"column 'path' has empty values in rows {_preview(df.index[~paths_ok])}.")
+
+    if len(val):
+        _check_queries_have_gallery(val, is_query, is_gallery, source)
+
+    root = Path(dataset_root) if dataset_root is not None else Path("")
+    missing_files = [p for p in df[PATHS_COLUMN] if not (root / str(p)).is_file()]
+    if missing_files:
+        _fail(
+            source,
+            f"{len(missing_files)} image files do not exist under dataset_root={str(root)!r}: "
+            f"{_preview(missing_files)}.",
+        )
+
+    _check_bboxes(df, source)
+
+    if CATEGORIES_COLUMN in df.columns:
+        if df[CATEGORIES_COLUMN].isna().any():
+            _fail(
+                source, f"column 'category' has empty values in rows {_preview(df.index[df[CATEGORIES_COLUMN].isna()])}."
+            )
+        n_categories = df.groupby(LABELS_COLUMN)[CATEGORIES_COLUMN].nunique()
+        ambiguous = n_categories.index[n_categories > 1].tolist()
+        if ambiguous and verbose:
+            warnings.warn(
+                f"{source}: labels {_preview(ambiguous)} belong to several categories; per-category metrics and "
+                f"category samplers assume one category per label.",
+                stacklevel=2,
+            )
+
+
+def _check_queries_have_gallery(val: pd.DataFrame, is_query: pd.Series, is_gallery: pd.Series, source: str) -> None:
+    labels = val[LABELS_COLUMN]
+    gallery_counts = labels[is_gallery].value_counts()
+    n_same_label_gallery = labels.map(gallery_counts).fillna(0).astype(int)
+    # a row that is both query and gallery cannot answer itself
+    n_available = n_same_label_gallery - (is_gallery & is_query).astype(int)
+    lonely = val.index[is_query & (n_available <= 0)].tolist()
+    if lonely:
+        lonely_labels = sorted(set(labels.loc[lonely].tolist()))
+        _fail(
+            source,
+            f"{len(lonely)} validation queries have no gallery item with the same label (other than "
+            f"themselves): labels {_preview(lonely_labels)}, rows {_preview(lonely)}.",
+        )
+
+
+def _check_bboxes(df: pd.DataFrame, source: str) -> None:
+    present = [c for c in BBOXES_COLUMNS if c in df.columns]
+    if not present:
+        return
+    if len(present) != len(BBOXES_COLUMNS):
+        _fail(
+            source,
+            f"bounding boxes need all of the columns {BBOXES_COLUMNS}; only {present} are present.",
+        )
+    boxes = df[BBOXES_COLUMNS].apply(pd.to_numeric, errors="coerce")
+    non_numeric = df.index[(boxes.isna() & df[BBOXES_COLUMNS].notna()).any(axis=1)].tolist()
+    if non_numeric:
+        _fail(source, f"bounding box columns must be numbers; rows {_preview(non_numeric)} are not.")
+    n_missing = boxes.isna().sum(axis=1)
+    partial = df.index[(n_missing > 0) & (n_missing < 4)].tolist()
+    if partial:
+        _fail(source, f"a bounding box is either all 4 of {BBOXES_COLUMNS} or none; rows {_preview(partial)} are partial.")
+    full = boxes[n_missing == 0]
+    fractional = full.index[(full != full.round()).any(axis=1)].tolist()
+    if fractional:
+        _fail(source, f"bounding box coordinates must be integers; rows {_preview(fractional)} are not.")
+    negative = full.index[(full < 0).any(axis=1)].tolist()
+    if negative:
+        _fail(source, f"bounding box coordinates must be >= 0; rows {_preview(negative)} are negative.")
+    degenerate = full.index[(full[X1_COLUMN] >= full[X2_COLUMN]) | (full[Y1_COLUMN] >= full[Y2_COLUMN])].tolist()
+    if degenerate:
+        _fail(
+            source,
+            f"bounding boxes need x_1 < x_2 and y_1 < y_2 (x_1 left, x_2 right, y_1 top, y_2 bottom); "
+            f"rows {_preview(degenerate)} break it.",
+        )
+
+
+__all__ = ["DataFrameFormatError", "check_retrieval_dataframe_format"]

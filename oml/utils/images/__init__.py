@@ -1,0 +1,1 @@
+"""Image reading, drawing and resizing helpers."""

@@ -1,0 +1,231 @@
+"""Torch helpers: distances, 2D indexing, normalisation, online averages, PCA."""
+
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+def elementwise_dist(x1: Tensor, x2: Tensor, p: int = 2) -> Tensor:
+    """Distances between the rows of ``x1`` and ``x2`` with the same index.
+
+    Args:
+        x1: ``[N, D]``.
+        x2: ``[N, D]``.
+        p: the norm degree.
+
+    Returns:
+        ``[N]``: ``||x1[i] - x2[i]||_p``.
+    """
+    if x1.shape != x2.shape or x1.ndim != 2:
+        raise ValueError(f"Expected two tensors of the same shape [N, D], got {tuple(x1.shape)} and {tuple(x2.shape)}.")
+    return torch.linalg.vector_norm(x1 - x2, ord=p, dim=1)
+
+
+def pairwise_dist(x1: Tensor, x2: Tensor, p: int = 2) -> Tensor:
+    """Dense distance matrix ``[N, M]`` between the rows of ``x1 [N, D]`` and ``x2 [M, D]``."""
+    if x1.ndim != 2 or x2.ndim != 2 or x1.shape[1] != x2.shape[1]:
+        raise ValueError(f"Expected tensors [N, D] and [M, D], got {tuple(x1.shape)} and {tuple(x2.shape)}.")
+    return torch.cdist(x1, x2, p=p)
+
+
+def normalise(x: Tensor, p: int = 2) -> Tensor:
+    """Divide each row of ``x`` by its (detached) ``p``-norm."""
+    norm = torch.linalg.vector_norm(x.detach(), ord=p, dim=1, keepdim=True)
+    return x / norm
+
+
+def get_device(model: nn.Module) -> str:
+    """Device of the first parameter of ``model`` (``"cpu"`` for a model without parameters)."""
+    for param in model.parameters():
+        return str(param.device)
+    return "cpu"
+
+
+def take_2d(x: Tensor, indices: Tensor) -> Tensor:
+    """Take elements row by row: ``out[i, j] = x[i, indices[i, j]]``.
+
+    >>> take_2d(torch.tensor([[1, 2, 3], [4, 5, 6]]), torch.tensor([[2, 0], [1, 1]]))
+    tensor([[3, 1],
+            [5, 5]])
+    """
+    if x.ndim != 2 or indices.ndim != 2 or x.shape[0] != indices.shape[0]:
+        raise ValueError(f"Expected x [N, M] and indices [N, P], got {tuple(x.shape)} and {tuple(indices.shape)}.")
+    return torch.gather(x, 1, indices.long())
+
+
+def assign_2d(x: Tensor, indices: Tensor, new_values: Tensor) -> Tensor:
+    """Assign row by row in place: ``x[i, indices[i, j]] = new_values[i, j]``; returns ``x``."""
+    if indices.shape != new_values.shape or x.shape[0] != indices.shape[0]:
+        raise ValueError(
+            f"Expected x [N, M], indices [N, P] and new_values [N, P], "
+            f"got {tuple(x.shape)}, {tuple(indices.shape)} and {tuple(new_values.shape)}."
+        )
+    x.scatter_(1, indices.long(), new_values.to(x.dtype))
+    return x
+
+
+def drop_duplicates_by_ids(
+    ids: Union[List[int], Tensor], data: Union[List[Any], Tensor, np.ndarray], sort: bool = True
+) -> Tuple[List[int], Any]:
+    """Keep the first occurrence of every id (used after a DDP gather with padding).
+
+    Returns:
+        The unique ids (sorted if ``sort``) and the matching elements of ``data`` (same type as given).
+    """
+    ids_list = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+    if len(ids_list) != len(data):
+        raise ValueError(f"ids and data must have the same length, got {len(ids_list)} and {len(data)}.")
+    first: Dict[int, int] = {}
+    for position, id_ in enumerate(ids_list):
+        first.setdefault(id_, position)
+    unique_ids = sorted(first) if sort else list(first)
+    positions = [first[i] for i in unique_ids]
+    if isinstance(data, Tensor):
+        return unique_ids, data[torch.tensor(positions, dtype=torch.long)]
+    if isinstance(data, np.ndarray):
+        return unique_ids, data[positions]
+    return unique_ids, [data[p] for p in positions]
+
+
+@contextmanager
+def temporary_setting_model_mode(model: nn.Module, set_train: bool) -> Iterator[nn.Module]:
+    """Put ``model`` into train/eval mode inside the block and restore its previous mode afterwards."""
+    was_training = model.training
+    model.train(set_train)
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+class OnlineCalc:
+    """Base of the online (streaming) calculators: ``update`` with new values, read ``result``."""
+
+    def __init__(self) -> None:
+        self.result: Optional[float] = None
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+
+class AvgOnline(OnlineCalc):
+    """Running mean of scalars or of tensors (every element of a tensor counts as one value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def update(self, value: Union[float, Tensor]) -> None:
+        tensor = torch.as_tensor(value, dtype=torch.float64).flatten()
+        if tensor.numel() == 0:
+            return
+        batch_mean, batch_n = float(tensor.mean()), tensor.numel()
+        if self.result is None:
+            self.result = batch_mean
+        else:
+            self.result = (self.result * self.n + batch_mean * batch_n) / (self.n + batch_n)
+        self.n += batch_n
+
+
+class SumOnline(OnlineCalc):
+    """Running sum."""
+
+    def update(self, value: Union[float, Tensor]) -> None:
+        total = float(torch.as_tensor(value, dtype=torch.float64).sum())
+        self.result = total if self.result is None else self.result + total
+
+
+class OnlineDict(dict):
+    """A dict of online calculators keyed by name; ``update`` takes a dict of new values."""
+
+    online_calculator: type = OnlineCalc
+
+    def update(self, new_dict: Dict[str, Any]) -> None:  # type: ignore[override]
+        for key, value in new_dict.items():
+            if key not in self:
+                self[key] = self.online_calculator()
+            self[key].update(value)
+
+    def get_dict_with_results(self) -> Dict[str, float]:
+        return {key: calc.result for key, calc in self.items()}
+
+
+class OnlineAvgDict(OnlineDict):
+    online_calculator = AvgOnline
+
+
+class OnlineSumDict(OnlineDict):
+    online_calculator = SumOnline
+
+
+class PCA:
+    """Principal component analysis with torch (SVD), with the sklearn conventions.
+
+    Args:
+        embeddings: ``[N, D]`` data to fit the components on.
+
+    >>> pca = PCA(torch.eye(4, 10))
+    >>> pca.transform(torch.eye(4, 10), n_components=2).shape
+    torch.Size([4, 2])
+    """
+
+    def __init__(self, embeddings: Tensor):
+        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+            raise ValueError(f"PCA expects a non-empty [N, D] tensor, got shape {tuple(embeddings.shape)}.")
+        self._fit(embeddings.double())
+
+    def _fit(self, embeddings: Tensor) -> None:
+        n_embeddings = embeddings.shape[0]
+        self.mean = embeddings.mean(dim=0)
+        # like sklearn, keep min(N, D) components
+        _, singular_values, v_h = torch.linalg.svd(embeddings - self.mean, full_matrices=False)
+        eigenvalues = singular_values**2 / max(n_embeddings - 1, 1)
+        self.components = v_h
+        self.explained_variance = eigenvalues
+        total = eigenvalues.sum()
+        self.explained_variance_ratio = eigenvalues / total if total > 0 else torch.zeros_like(eigenvalues)
+
+    def transform(self, embeddings: Tensor, n_components: Optional[int] = None) -> Tensor:
+        """Project ``embeddings`` onto the first ``n_components`` principal axes (all by default)."""
+        n_components = self.components.shape[0] if n_components is None else n_components
+        if not 0 < n_components <= self.components.shape[0]:
+            raise ValueError(f"n_components must be in [1, {self.components.shape[0]}], got {n_components}.")
+        projected = (embeddings.double() - self.mean) @ self.components[:n_components].T
+        return projected.to(embeddings.dtype)
+
+    def inverse_transform(self, embeddings: Tensor) -> Tensor:
+        """Map projected embeddings back to the original space."""
+        n_components = embeddings.shape[1]
+        restored = embeddings.double() @ self.components[:n_components] + self.mean
+        return restored.to(embeddings.dtype)
+
+    def calc_principal_axes_number(self, pcf_variance: Sequence[float]) -> Tensor:
+        """Smallest numbers of axes whose cumulative explained variance ratio exceeds each value.
+
+        Follows sklearn: ``searchsorted(cumsum, v, side="right") + 1`` (not clipped to the dimension).
+        """
+        cumulative = torch.cumsum(self.explained_variance_ratio, dim=0)
+        thresholds = torch.tensor(list(pcf_variance), dtype=torch.float64)
+        return torch.searchsorted(cumulative, thresholds, right=True) + 1
+
+
+__all__ = [
+    "elementwise_dist",
+    "pairwise_dist",
+    "normalise",
+    "get_device",
+    "take_2d",
+    "assign_2d",
+    "drop_duplicates_by_ids",
+    "temporary_setting_model_mode",
+    "OnlineCalc",
+    "AvgOnline",
+    "SumOnline",
+    "OnlineDict",
+    "OnlineAvgDict",
+    "OnlineSumDict",
+    "PCA",
+]

@@ -1,0 +1,1 @@
+"""Shared test helpers: a local HTTP server, tiny models and DDP runners."""
