@@ -17,7 +17,7 @@ x_1,x_2,y_1,y_2 (optional) integer box: left, right, top, bottom; empty = whole 
 
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -57,9 +57,14 @@ def _fail(source: str, message: str) -> None:
 
 def _as_bool_column(df: pd.DataFrame, column: str, source: str) -> pd.Series:
     """Validation flags: True/False, 1/0 or 'True'/'False' strings (as pandas reads CSVs)."""
-    mapping = {True: True, False: False, 1: True, 0: False, "True": True, "False": False, "true": True, "false": False}
+    # 1/0 (and 1.0/0.0) hash like True/False, so they are accepted too
+    mapping = {True: True, False: False, "True": True, "False": False, "true": True, "false": False}
     values = df[column]
-    bad = [i for i, v in zip(df.index, values) if not (isinstance(v, (bool, np.bool_, int, np.integer, float, str)) and v in mapping)]
+    bad = [
+        i
+        for i, v in zip(df.index, values)
+        if not (isinstance(v, (bool, np.bool_, int, np.integer, float, str)) and v in mapping)
+    ]
     if bad:
         _fail(
             source,
@@ -146,12 +151,20 @@ def check_retrieval_dataframe_format(
 
     if df[LABELS_COLUMN].isna().any():
         _fail(source, f"column 'label' has empty values in rows {_preview(df.index[df[LABELS_COLUMN].isna()])}.")
-    if not pd.api.types.is_integer_dtype(df[LABELS_COLUMN]):
-        bad = [i for i, v in zip(df.index, df[LABELS_COLUMN]) if not isinstance(v, (int, np.integer))]
+    bad_labels = (
+        []
+        if pd.api.types.is_integer_dtype(df[LABELS_COLUMN])
+        else [
+            i
+            for i, v in zip(df.index, df[LABELS_COLUMN])
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer))
+        ]
+    )
+    if bad_labels:
         _fail(
             source,
-            f"column 'label' must contain integers (dtype {df[LABELS_COLUMN].dtype}); rows {_preview(bad)} "
-            f"have {_preview(df.loc[bad, LABELS_COLUMN].tolist())}.",
+            f"column 'label' must contain integers (dtype {df[LABELS_COLUMN].dtype}); rows {_preview(bad_labels)} "
+            f"have {_preview(df.loc[bad_labels, LABELS_COLUMN].tolist())}.",
         )
 
     paths_ok = df[PATHS_COLUMN].map(lambda p: isinstance(p, (str, Path)) and str(p).strip() != "")
@@ -175,7 +188,8 @@ def check_retrieval_dataframe_format(
     if CATEGORIES_COLUMN in df.columns:
         if df[CATEGORIES_COLUMN].isna().any():
             _fail(
-                source, f"column 'category' has empty values in rows {_preview(df.index[df[CATEGORIES_COLUMN].isna()])}."
+                source,
+                f"column 'category' has empty values in rows {_preview(df.index[df[CATEGORIES_COLUMN].isna()])}.",
             )
         n_categories = df.groupby(LABELS_COLUMN)[CATEGORIES_COLUMN].nunique()
         ambiguous = n_categories.index[n_categories > 1].tolist()
@@ -219,7 +233,9 @@ def _check_bboxes(df: pd.DataFrame, source: str) -> None:
     n_missing = boxes.isna().sum(axis=1)
     partial = df.index[(n_missing > 0) & (n_missing < 4)].tolist()
     if partial:
-        _fail(source, f"a bounding box is either all 4 of {BBOXES_COLUMNS} or none; rows {_preview(partial)} are partial.")
+        _fail(
+            source, f"a bounding box is either all 4 of {BBOXES_COLUMNS} or none; rows {_preview(partial)} are partial."
+        )
     full = boxes[n_missing == 0]
     fractional = full.index[(full != full.round()).any(axis=1)].tolist()
     if fractional:

@@ -54,7 +54,10 @@ def _figure_polygon(figure: str, cx: float, cy: float, r: float, angle: float) -
         return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in points]
 
     def regular(n: int, radius: float, phase: float = 0.0) -> List[Tuple[float, float]]:
-        return [(radius * math.cos(phase + 2 * math.pi * i / n), radius * math.sin(phase + 2 * math.pi * i / n)) for i in range(n)]
+        return [
+            (radius * math.cos(phase + 2 * math.pi * i / n), radius * math.sin(phase + 2 * math.pi * i / n))
+            for i in range(n)
+        ]
 
     if figure == "circle":
         return rotate(regular(64, r))
@@ -69,11 +72,15 @@ def _figure_polygon(figure: str, cx: float, cy: float, r: float, angle: float) -
         return rotate([p for pair in zip(outer, inner) for p in pair])
     if figure == "cross":
         a, b = r, r * 0.33
-        return rotate([(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)])
+        return rotate(
+            [(-b, -a), (b, -a), (b, -b), (a, -b), (a, b), (b, b), (b, a), (-b, a), (-b, b), (-a, b), (-a, -b), (-b, -b)]
+        )
     raise ValueError(f"Unknown figure {figure!r}; expected one of {FIGURES}.")
 
 
-def _draw(figure: str, colour: Tuple[int, int, int], rng: np.random.RandomState) -> Tuple[bytes, Tuple[int, int, int, int]]:
+def _draw(
+    figure: str, colour: Tuple[int, int, int], rng: np.random.RandomState
+) -> Tuple[bytes, Tuple[int, int, int, int]]:
     """One JPEG image and the integer box (x1, y1, x2, y2) of the figure on it."""
     radius = rng.uniform(12, 30)
     angle = rng.uniform(0, 2 * math.pi)
@@ -90,7 +97,12 @@ def _draw(figure: str, colour: Tuple[int, int, int], rng: np.random.RandomState)
     img = img.resize((CANVAS, CANVAS), Image.LANCZOS)
 
     xs, ys = [p[0] / s for p in polygon], [p[1] / s for p in polygon]
-    bbox = (max(0, math.floor(min(xs))), max(0, math.floor(min(ys))), min(CANVAS, math.ceil(max(xs))), min(CANVAS, math.ceil(max(ys))))
+    bbox = (
+        max(0, math.floor(min(xs))),
+        max(0, math.floor(min(ys))),
+        min(CANVAS, math.ceil(max(xs))),
+        min(CANVAS, math.ceil(max(ys))),
+    )
     buffer = io.BytesIO()
     img.save(buffer, format="JPEG", quality=90)
     return buffer.getvalue(), bbox
@@ -132,7 +144,9 @@ def _generate() -> Dict[str, bytes]:
 
     df = pd.DataFrame(rows)
     obligatory = ["label", "path", "split", "is_query", "is_gallery"]
-    df_bboxes = df[obligatory + ["x_1", "x_2", "y_1", "y_2"]].astype({c: "Int64" for c in ("x_1", "x_2", "y_1", "y_2")})
+    df_bboxes = df[obligatory + ["x_1", "x_2", "y_1", "y_2"]].astype(
+        dict.fromkeys(("x_1", "x_2", "y_1", "y_2"), "Int64")
+    )
     df_bboxes.loc[df_bboxes.index % _BBOX_EMPTY_EVERY == _BBOX_EMPTY_EVERY - 1, ["x_1", "x_2", "y_1", "y_2"]] = pd.NA
     files["df.csv"] = df[obligatory].to_csv(index=False).encode()
     files["df_with_bboxes.csv"] = df_bboxes.to_csv(index=False).encode()
@@ -176,7 +190,9 @@ def download_mock_dataset(
     root = Path(dataset_root)
     for name, content in _generate().items():
         path = root / name
-        if not path.is_file() or (check_md5 and hashlib.md5(path.read_bytes()).digest() != hashlib.md5(content).digest()):
+        if not path.is_file() or (
+            check_md5 and hashlib.md5(path.read_bytes()).digest() != hashlib.md5(content).digest()
+        ):
             _write_atomic(path, content)
 
     df = pd.read_csv(root / "df.csv")

@@ -1,6 +1,7 @@
 """Hashes, and downloads of checkpoints: progress bar, md5 check, atomic write, several sources."""
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -87,7 +88,9 @@ def _download_to(url: str, destination: Path, timeout: float, hash_md5: Optional
             tmp_path.unlink()
 
 
-def download_file_from_url(url: str, fname: Optional[TPath] = None, timeout: float = REQUESTS_TIMEOUT) -> Optional[bytes]:
+def download_file_from_url(
+    url: str, fname: Optional[TPath] = None, timeout: float = REQUESTS_TIMEOUT
+) -> Optional[bytes]:
     """Download ``url``; write it atomically to ``fname`` (and return None) or return its bytes."""
     if fname is not None:
         _download_to(url, Path(fname), timeout=timeout, hash_md5=None)
@@ -141,7 +144,7 @@ def download_checkpoint(
         try:
             _download_to(url, destination, timeout=timeout, hash_md5=hash_md5)
             return str(destination)
-        except (urllib.error.URLError, OSError, DownloadError, ValueError) as e:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, DownloadError, ValueError) as e:
             errors.append(f"  - {url}: {e}")
     raise DownloadError(
         f"Could not download {fname!r} from any of its sources:\n" + "\n".join(errors) + "\n"

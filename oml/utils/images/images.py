@@ -90,9 +90,7 @@ def square_pad(img: np.ndarray) -> np.ndarray:
     h, w = img.shape[:2]
     size = max(h, w)
     top, left = (size - h) // 2, (size - w) // 2
-    return cv2.copyMakeBorder(
-        img, top, size - h - top, left, size - w - left, cv2.BORDER_CONSTANT, value=PAD_COLOR
-    )
+    return cv2.copyMakeBorder(img, top, size - h - top, left, size - w - left, cv2.BORDER_CONSTANT, value=PAD_COLOR)
 
 
 def try_to_open_image(path: Union[str, Path], f_imread: TImReader) -> bool:

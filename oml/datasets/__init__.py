@@ -1,0 +1,1 @@
+"""Datasets over tables in the oml CSV format, lists of images and pairs."""

@@ -1,0 +1,90 @@
+"""Transforms by name: ``TRANSFORMS_REGISTRY``, and the preprocessing that belongs to zoo weights."""
+
+from typing import Any, Callable, Dict, Tuple
+
+from oml.const import TCfg
+from oml.transforms.images.albumentations import (
+    get_augs_albu,
+    get_normalisation_albu,
+    get_normalisation_resize_albu,
+    get_normalisation_resize_albu_clip,
+)
+from oml.transforms.images.torchvision import (
+    get_augs_hypvit,
+    get_augs_torch,
+    get_normalisation_resize_hypvit,
+    get_normalisation_resize_torch,
+    get_normalisation_torch,
+    get_unicom_transforms,
+)
+from oml.transforms.images.utils import TTransforms, get_im_reader_for_transforms
+from oml.utils.images.images import TImReader
+from oml.utils.misc import dictconfig_to_dict
+
+TRANSFORMS_ALBU: Dict[str, Callable[..., TTransforms]] = {
+    "augs_albu": get_augs_albu,
+    "norm_albu": get_normalisation_albu,
+    "norm_resize_albu": get_normalisation_resize_albu,
+    "norm_resize_albu_clip": get_normalisation_resize_albu_clip,
+}
+
+TRANSFORMS_TORCH: Dict[str, Callable[..., TTransforms]] = {
+    "augs_torch": get_augs_torch,
+    "norm_torch": get_normalisation_torch,
+    "norm_resize_torch": get_normalisation_resize_torch,
+    "augs_hypvit_torch": get_augs_hypvit,
+    "norm_resize_hypvit_torch": get_normalisation_resize_hypvit,
+    "unicom_transforms": get_unicom_transforms,
+}
+
+TRANSFORMS_REGISTRY: Dict[str, Callable[..., TTransforms]] = {**TRANSFORMS_ALBU, **TRANSFORMS_TORCH}
+
+
+def get_transforms(name: str, **kwargs: Any) -> TTransforms:
+    """Build the transforms registered as ``name`` (users may add their own functions to the registry).
+
+    >>> get_transforms("norm_resize_torch", im_size=32).transforms[0].size
+    (32, 32)
+    """
+    if name not in TRANSFORMS_REGISTRY:
+        raise KeyError(f"Unknown transforms {name!r}. The available ones are: {sorted(TRANSFORMS_REGISTRY)}.")
+    return TRANSFORMS_REGISTRY[name](**kwargs)
+
+
+def get_transforms_by_cfg(cfg: TCfg) -> TTransforms:
+    """Build transforms from ``{"name": ..., "args": {...}}`` (a dict or an OmegaConf config)."""
+    cfg = dictconfig_to_dict(cfg)
+    if "name" not in cfg:
+        raise KeyError(f"A transforms config needs a 'name' key, got keys {sorted(cfg)}.")
+    return get_transforms(cfg["name"], **(cfg.get("args") or {}))
+
+
+def get_transforms_for_pretrained(weights: str) -> Tuple[TTransforms, TImReader]:
+    """The preprocessing that a zoo checkpoint was trained with, and the image reader that suits it.
+
+    Every ``pretrained_models`` entry of the extractors in ``EXTRACTORS_REGISTRY`` carries its
+    transforms as a ``{"name", "args"}`` config, so weights and preprocessing cannot drift apart.
+
+    Raises:
+        KeyError: if no extractor in the zoo has weights called ``weights`` (the message lists them).
+    """
+    from oml.registry.models import EXTRACTORS_REGISTRY
+
+    known = []
+    for extractor_class in EXTRACTORS_REGISTRY.values():
+        entry = getattr(extractor_class, "pretrained_models", {}).get(weights)
+        if entry is not None:
+            transforms = get_transforms_by_cfg(entry["transforms"])
+            return transforms, get_im_reader_for_transforms(transforms)
+        known.extend(getattr(extractor_class, "pretrained_models", {}))
+    raise KeyError(f"There are no pretrained weights called {weights!r}. The available ones are: {sorted(known)}.")
+
+
+__all__ = [
+    "TRANSFORMS_ALBU",
+    "TRANSFORMS_TORCH",
+    "TRANSFORMS_REGISTRY",
+    "get_transforms",
+    "get_transforms_by_cfg",
+    "get_transforms_for_pretrained",
+]

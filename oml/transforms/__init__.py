@@ -1,0 +1,1 @@
+"""Image transforms (albumentations and torchvision) used by datasets and the zoo."""

@@ -1,0 +1,1 @@
+"""Image transforms built with albumentations or torchvision."""

@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from oml.utils.misc import (
+    check_if_nonempty_positive_integers,
+    compare_dicts_recursively,
+    dictconfig_to_dict,
+    flatten_dict,
+    remove_unused_kwargs,
+    set_global_seed,
+    smart_sample,
+)
+from oml.utils.misc_torch import (
+    PCA,
+    AvgOnline,
+    OnlineAvgDict,
+    assign_2d,
+    drop_duplicates_by_ids,
+    elementwise_dist,
+    normalise,
+    pairwise_dist,
+    take_2d,
+    temporary_setting_model_mode,
+)
+
+
+def test_set_global_seed_makes_runs_repeatable() -> None:
+    set_global_seed(3)
+    first = (torch.rand(3), np.random.rand(3))
+    set_global_seed(3)
+    assert torch.equal(first[0], torch.rand(3)) and np.array_equal(first[1], np.random.rand(3))
+
+
+def test_flatten_and_convert_configs() -> None:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"a": {"b": [1, {"c": 2}]}, "d": None})
+    plain = dictconfig_to_dict(cfg)
+    assert plain == {"a": {"b": [1, {"c": 2}]}, "d": None} and type(plain["a"]["b"]) is list
+    assert flatten_dict({"a": {"b": 1, "c": {"d": 2}}, "e": 3}, sep="|", ignored_keys=("e",)) == {"a|b": 1, "a|c|d": 2}
+
+
+def test_smart_sample_and_kwargs() -> None:
+    assert sorted(smart_sample([1, 2, 3], 3)) == [1, 2, 3]
+    many = smart_sample([1, 2], 5)
+    assert len(many) == 5 and set(many) == {1, 2}
+    with pytest.raises(ValueError):
+        smart_sample([], 2)
+
+    def f(a: int, b: int = 0) -> None: ...
+
+    assert remove_unused_kwargs({"a": 1, "labels": [1], "b": 2}, f) == {"a": 1, "b": 2}
+    check_if_nonempty_positive_integers([1, 5], "top_k")
+    for bad in ([], [0], [1.5], True):
+        with pytest.raises(ValueError, match="top_k"):
+            check_if_nonempty_positive_integers(bad, "top_k")
+    assert compare_dicts_recursively({"a": torch.ones(2), "b": {"c": 1}}, {"a": torch.ones(2), "b": {"c": 1}})
+    assert not compare_dicts_recursively({"a": torch.ones(2)}, {"a": torch.zeros(2)})
+
+
+def test_distances_and_2d_indexing_against_loops() -> None:
+    torch.manual_seed(0)
+    x1, x2 = torch.randn(7, 5), torch.randn(4, 5)
+    dense = pairwise_dist(x1, x2)
+    for i in range(7):
+        for j in range(4):
+            assert dense[i, j] == pytest.approx(float(((x1[i] - x2[j]) ** 2).sum().sqrt()), abs=1e-5)
+    assert torch.allclose(elementwise_dist(x1[:4], x2), torch.stack([(a - b).norm() for a, b in zip(x1[:4], x2)]))
+    with pytest.raises(ValueError, match="same shape"):
+        elementwise_dist(x1, x2)
+
+    indices = torch.randint(0, 4, (7, 3))
+    taken = take_2d(dense, indices)
+    assert all(taken[i, j] == dense[i, indices[i, j]] for i in range(7) for j in range(3))
+    target = torch.zeros(2, 4)
+    assign_2d(target, torch.tensor([[0, 3], [2, 1]]), torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    assert target.tolist() == [[1, 0, 0, 2], [0, 4, 3, 0]]
+
+    x = torch.randn(3, 4, requires_grad=True)
+    assert torch.allclose(normalise(x).norm(dim=1), torch.ones(3))
+
+
+def test_drop_duplicates_and_online_average() -> None:
+    ids, data = drop_duplicates_by_ids([2, 0, 2, 1, 0], torch.tensor([20, 0, 21, 10, 1]))
+    assert ids == [0, 1, 2] and data.tolist() == [0, 10, 20]
+    ids, data = drop_duplicates_by_ids([1, 1, 0], ["a", "b", "c"], sort=False)
+    assert ids == [1, 0] and data == ["a", "c"]
+
+    avg = AvgOnline()
+    for chunk in (torch.tensor([1.0, 2.0]), 6.0):
+        avg.update(chunk)
+    assert avg.result == pytest.approx(3.0)
+    online = OnlineAvgDict()
+    online.update({"a": 1.0})
+    online.update({"a": 3.0, "b": 2.0})
+    assert online.get_dict_with_results() == {"a": 2.0, "b": 2.0}
+
+
+def test_model_mode_is_restored() -> None:
+    model = nn.Linear(2, 2).eval()
+    with temporary_setting_model_mode(model, set_train=True):
+        assert model.training
+    assert not model.training
+
+
+def test_pca_matches_numpy_svd() -> None:
+    torch.manual_seed(0)
+    data = torch.randn(50, 6) @ torch.randn(6, 6)
+    pca = PCA(data)
+    centred = (data.double() - data.double().mean(0)).numpy()
+    singular = np.linalg.svd(centred, compute_uv=False)
+    np.testing.assert_allclose(pca.explained_variance.numpy(), singular**2 / 49, rtol=1e-8)
+    projected = pca.transform(data)
+    assert torch.allclose(pca.inverse_transform(projected), data, atol=1e-4)
+    assert pca.calc_principal_axes_number([0.0, 0.9999999]).tolist()[0] == 1
+    assert PCA(torch.eye(4, 10)).calc_principal_axes_number((0.5, 1)).tolist() == [2, 5]
