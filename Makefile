@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Everything installs into .venv/.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,13 +11,14 @@ PIP_INSTALL := PIP_FIND_LINKS=" " $(PY) -m pip install --disable-pip-version-che
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test install lint format clean benchmarks
+.PHONY: demo test install lint format clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PIP_INSTALL) -e ".[all,test]"
+	@echo "Installing oml and its pinned dependencies into $(VENV)/ (the first time takes a few minutes)..."
+	$(PIP_INSTALL) -e ".[all,test]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $(STAMP)
 
 install: $(STAMP)
