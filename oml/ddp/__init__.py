@@ -1,0 +1,1 @@
+"""Distributed (DDP) helpers: process-group queries, gathering of dicts, and DataLoader patching."""
