@@ -1,0 +1,190 @@
+"""Triplet losses: on given triplets, on a flat ``[a, p, n, a, p, n, ...]`` batch, and with a miner."""
+
+from typing import Dict, List, Optional, Tuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from oml.functional.losses import check_reduction, get_reduced
+from oml.interfaces.criterions import ITripletLossWithMiner
+from oml.interfaces.miners import ITripletsMiner, TLabels
+from oml.miners.cross_batch import TripletMinerWithMemory
+from oml.miners.inbatch_all_tri import AllTripletsMiner
+from oml.utils.misc_torch import elementwise_dist
+
+
+def _check_margin(margin: Optional[float]) -> None:
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0):
+        raise ValueError(f"margin must be a non-negative number or None (soft margin), got {margin!r}.")
+
+
+def triplet_losses(d_ap: Tensor, d_an: Tensor, margin: Optional[float]) -> Tensor:
+    """Per-triplet losses: ``relu(margin + d_ap - d_an)``, or ``log(1 + exp(d_ap - d_an))`` if ``margin`` is None."""
+    if margin is None:
+        return F.softplus(d_ap - d_an)
+    return F.relu(margin + d_ap - d_an)
+
+
+def triplet_logs(losses: Tensor, d_ap: Tensor, d_an: Tensor, postfix: str = "") -> Dict[str, float]:
+    """Share of active (non-zero loss) triplets and the mean positive and negative distances."""
+    if losses.numel() == 0:
+        return {f"active_tri{postfix}": 0.0}
+    return {
+        f"active_tri{postfix}": float((losses.detach() > 0).float().mean()),
+        f"pos_dist{postfix}": float(d_ap.detach().mean()),
+        f"neg_dist{postfix}": float(d_an.detach().mean()),
+    }
+
+
+def _reduce(losses: Tensor, reduction: str, anchor: Tensor) -> Tensor:
+    # no triplets: a zero that is still connected to the graph (OML 0.4.4 returned NaN for "mean")
+    if losses.numel() == 0 and reduction != "none":
+        return anchor.sum() * 0.0
+    return get_reduced(losses, reduction)
+
+
+def _check_triplet_shapes(anchor: Tensor, positive: Tensor, negative: Tensor) -> None:
+    if anchor.ndim != 2 or anchor.shape != positive.shape or anchor.shape != negative.shape:
+        raise ValueError(
+            f"anchor, positive and negative must be matrices [N, D] of the same shape, got "
+            f"{tuple(anchor.shape)}, {tuple(positive.shape)} and {tuple(negative.shape)}."
+        )
+
+
+class TripletLoss(nn.Module):
+    """Triplet loss on given triplets with Euclidean distances.
+
+    ``loss = relu(margin + d(a, p) - d(a, n))``, or the soft-margin version
+    ``log(1 + exp(d(a, p) - d(a, n)))`` when ``margin`` is None. Without triplets the loss is 0
+    (not NaN).
+
+    Args:
+        margin: the margin, or None for the soft margin.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        need_logs: store ``active_tri`` (share of triplets with non-zero loss), ``pos_dist`` and
+            ``neg_dist`` (mean distances) in ``last_logs``.
+
+    >>> import torch
+    >>> a, p, n = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 2.0]])
+    >>> TripletLoss(margin=1.5)(a, p, n)
+    tensor(0.5000)
+    """
+
+    criterion_name = "triplet"
+
+    def __init__(self, margin: Optional[float], reduction: str = "mean", need_logs: bool = False):
+        super().__init__()
+        _check_margin(margin)
+        check_reduction(reduction)
+        self.margin = margin
+        self.reduction = reduction
+        self.need_logs = need_logs
+        self.last_logs: Dict[str, float] = {}
+
+    def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
+        _check_triplet_shapes(anchor, positive, negative)
+        d_ap = elementwise_dist(anchor, positive, p=2)
+        d_an = elementwise_dist(anchor, negative, p=2)
+        losses = triplet_losses(d_ap, d_an, self.margin)
+        if self.need_logs:
+            self.last_logs = triplet_logs(losses, d_ap, d_an)
+        return _reduce(losses, self.reduction, anchor)
+
+
+def get_tri_ids_in_plain(n: int) -> Tuple[List[int], List[int], List[int]]:
+    """Positions of anchors, positives and negatives in a flat batch ``[a, p, n, a, p, n, ...]`` of size ``n``.
+
+    >>> get_tri_ids_in_plain(6)
+    ([0, 3], [1, 4], [2, 5])
+    """
+    if n % 3 != 0:
+        raise ValueError(f"A flat batch of triplets must have a size divisible by 3, got {n}.")
+    return list(range(0, n, 3)), list(range(1, n, 3)), list(range(2, n, 3))
+
+
+class TripletLossPlain(nn.Module):
+    """``TripletLoss`` on a flat batch of features laid out as ``[a, p, n, a, p, n, ...]``.
+
+    >>> import torch
+    >>> TripletLossPlain(margin=1.5)(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]]))
+    tensor(0.5000)
+    """
+
+    criterion_name = "triplet"
+
+    def __init__(self, margin: Optional[float], reduction: str = "mean", need_logs: bool = False):
+        super().__init__()
+        self.criterion = TripletLoss(margin=margin, reduction=reduction, need_logs=need_logs)
+
+    @property
+    def last_logs(self) -> Dict[str, float]:
+        return self.criterion.last_logs
+
+    def forward(self, features: Tensor) -> Tensor:
+        ids_a, ids_p, ids_n = get_tri_ids_in_plain(len(features))
+        return self.criterion(features[ids_a], features[ids_p], features[ids_n])
+
+
+class TripletLossWithMiner(ITripletLossWithMiner):
+    """Triplet loss on the triplets that ``miner`` picks from a batch of features and labels.
+
+    With ``TripletMinerWithMemory`` the logs are also split between the original triplets and the
+    ones with negatives from the memory bank (``*_orig``, ``*_bank``). ``last_logs`` (if
+    ``need_logs``) holds ``active_tri``, ``pos_dist``, ``neg_dist`` and the miner's own ``last_logs``.
+
+    Args:
+        margin: the margin, or None for the soft margin.
+        miner: the triplet miner (default: ``AllTripletsMiner()``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        need_logs: fill ``last_logs``.
+
+    >>> import torch
+    >>> from oml.miners.inbatch_hard_tri import HardTripletsMiner
+    >>> criterion = TripletLossWithMiner(margin=0.2, miner=HardTripletsMiner(), need_logs=True)
+    >>> loss = criterion(torch.randn(8, 4, requires_grad=True), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    >>> sorted(criterion.last_logs)
+    ['active_tri', 'neg_dist', 'pos_dist']
+    """
+
+    criterion_name = "triplet"
+
+    def __init__(
+        self,
+        margin: Optional[float],
+        miner: Optional[ITripletsMiner] = None,
+        reduction: str = "mean",
+        need_logs: bool = False,
+    ):
+        super().__init__()
+        _check_margin(margin)
+        check_reduction(reduction)
+        miner = AllTripletsMiner() if miner is None else miner
+        if not isinstance(miner, ITripletsMiner):
+            raise TypeError(f"miner must be an ITripletsMiner, got {type(miner).__name__}.")
+        self.margin = margin
+        self.miner = miner
+        self.reduction = reduction
+        self.need_logs = need_logs
+        self.last_logs: Dict[str, float] = {}
+
+    def forward(self, features: Tensor, labels: TLabels) -> Tensor:
+        if isinstance(self.miner, TripletMinerWithMemory):
+            anchor, positive, negative, is_original = self.miner.sample(features, labels)
+        else:
+            anchor, positive, negative = self.miner.sample(features, labels)
+            is_original = None
+        d_ap = elementwise_dist(anchor, positive, p=2)
+        d_an = elementwise_dist(anchor, negative, p=2)
+        losses = triplet_losses(d_ap, d_an, self.margin)
+        if self.need_logs:
+            logs = triplet_logs(losses, d_ap, d_an)
+            if is_original is not None:
+                logs.update(triplet_logs(losses[is_original], d_ap[is_original], d_an[is_original], "_orig"))
+                bank = ~is_original
+                logs.update(triplet_logs(losses[bank], d_ap[bank], d_an[bank], "_bank"))
+            logs.update(getattr(self.miner, "last_logs", None) or {})
+            self.last_logs = logs
+        return _reduce(losses, self.reduction, anchor if anchor.numel() else features)
+
+
+__all__ = ["TripletLoss", "TripletLossPlain", "TripletLossWithMiner", "get_tri_ids_in_plain", "triplet_losses"]
