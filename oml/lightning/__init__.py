@@ -1,0 +1,1 @@
+"""Lightning glue: modules, callbacks and config pipelines (needs the ``pipelines`` extra)."""

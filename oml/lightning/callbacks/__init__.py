@@ -1,0 +1,1 @@
+"""Lightning callbacks: metric computation and logging at the end of validation."""

@@ -1,0 +1,1 @@
+"""LightningModules for extractors and pairwise postprocessors."""

@@ -1,0 +1,52 @@
+"""A LightningModule mix-in that owns its DataLoaders and patches them for DDP."""
+
+from typing import Dict, Optional, Sequence, Union
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from oml.ddp.patching import patch_dataloader_to_ddp
+
+TLoaders = Union[DataLoader, Sequence[DataLoader], Dict[str, DataLoader]]
+
+
+def _patch(loaders: TLoaders, pad: bool) -> TLoaders:
+    if isinstance(loaders, DataLoader):
+        return patch_dataloader_to_ddp(loaders, pad_data_to_num_gpus=pad)
+    if isinstance(loaders, dict):
+        return {key: patch_dataloader_to_ddp(loader, pad_data_to_num_gpus=pad) for key, loader in loaders.items()}
+    return [patch_dataloader_to_ddp(loader, pad_data_to_num_gpus=pad) for loader in loaders]
+
+
+class ModuleDDP(pl.LightningModule):
+    """Returns its loaders patched for DDP from ``train_dataloader`` / ``val_dataloader``.
+
+    The patching happens there, after the processes were started, so it sees the real rank and
+    world size. Do not pass loaders to ``trainer.fit`` when you use it, and build the Trainer with
+    ``use_distributed_sampler=False`` (Lightning 1.x called it ``replace_sampler_ddp``).
+    Training loaders are padded so that every process makes the same number of steps; validation
+    loaders are not, so that no sample is counted twice.
+    """
+
+    def __init__(self, loaders_train: Optional[TLoaders] = None, loaders_val: Optional[TLoaders] = None):
+        super().__init__()
+        self.set_loaders(loaders_train, loaders_val)
+
+    def set_loaders(self, loaders_train: Optional[TLoaders], loaders_val: Optional[TLoaders]) -> None:
+        if loaders_train is None and loaders_val is None:
+            raise ValueError("Give at least one of loaders_train and loaders_val.")
+        self.loaders_train = loaders_train
+        self.loaders_val = loaders_val
+
+    def train_dataloader(self) -> TLoaders:
+        if self.loaders_train is None:
+            raise ValueError("This module was built without loaders_train.")
+        return _patch(self.loaders_train, pad=True)
+
+    def val_dataloader(self) -> TLoaders:
+        if self.loaders_val is None:
+            raise ValueError("This module was built without loaders_val.")
+        return _patch(self.loaders_val, pad=False)
+
+
+__all__ = ["ModuleDDP"]

@@ -1,0 +1,120 @@
+"""Build Trainer arguments, a logger, a scheduler, a sampler and a checkpoint callback from a pipeline config."""
+
+import os
+from typing import Any, Dict, Optional
+
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from torch.optim import Optimizer
+
+from oml.const import TCfg
+from oml.interfaces.samplers import IBatchSampler
+from oml.registry.loggers import get_logger_by_cfg
+from oml.utils.misc import dictconfig_to_dict, flatten_dict
+
+
+class ConfigError(ValueError):
+    """A pipeline config misses a key or holds a value that cannot work (the message names the key)."""
+
+
+def require_keys(cfg: TCfg, *keys: str, where: str = "config") -> None:
+    """Raise ``ConfigError`` naming every key of ``keys`` that ``cfg`` misses."""
+    missing = [key for key in keys if key not in cfg]
+    if missing:
+        raise ConfigError(f"The {where} misses the required keys {missing}.")
+
+
+def parse_engine_params_from_config(cfg: TCfg) -> Dict[str, Any]:
+    """``accelerator``, ``devices`` and ``strategy`` for ``pl.Trainer``.
+
+    ``devices`` may be a count or a list of device ids; more than one device means DDP, on CPU too
+    (one process per device). ``accelerator: null`` picks the GPU when there is one.
+    """
+    accelerator = cfg.get("accelerator") or ("gpu" if torch.cuda.is_available() else "cpu")
+    devices = cfg.get("devices") or 1
+    n_devices = len(devices) if isinstance(devices, (list, tuple)) else int(devices)
+    if accelerator == "cpu" and isinstance(devices, (list, tuple)):
+        devices = n_devices
+    params: Dict[str, Any] = {"accelerator": accelerator, "devices": devices, "use_distributed_sampler": False}
+    if n_devices > 1:
+        params["strategy"] = "ddp_spawn" if accelerator == "cpu" else "ddp"
+    return params
+
+
+def check_is_config_for_ddp(engine_params: Dict[str, Any]) -> bool:
+    """True when the engine parameters start several processes."""
+    return "ddp" in str(engine_params.get("strategy", ""))
+
+
+def parse_logger_from_config(cfg: TCfg) -> Logger:
+    """The ``logger`` block of the config, or TensorBoard in the working directory by default."""
+    logger_cfg = cfg.get("logger")
+    return TensorBoardLogger(".") if logger_cfg is None else get_logger_by_cfg(logger_cfg)
+
+
+def initialize_logging(cfg: TCfg) -> Logger:
+    """Build the logger and log the config's hyper-parameters, flattened with ``|`` (e.g. ``optimizer|args|lr``)."""
+    logger = parse_logger_from_config(cfg)
+    plain = dictconfig_to_dict(cfg)
+    logger.log_hyperparams(flatten_dict({k: v for k, v in plain.items() if k != "hydra"}, sep="|"))
+    return logger
+
+
+def parse_scheduler_from_config(cfg: TCfg, optimizer: Optimizer) -> Dict[str, Any]:
+    """Keyword arguments for the modules: ``scheduler``, its interval, frequency and monitored metric."""
+    from oml.registry.schedulers import get_scheduler_by_cfg
+
+    scheduling = cfg.get("scheduling")
+    if not scheduling:
+        return {}
+    require_keys(scheduling, "scheduler", where="'scheduling' block")
+    return {
+        "scheduler": get_scheduler_by_cfg(scheduling["scheduler"], optimizer=optimizer),
+        "scheduler_interval": scheduling.get("scheduler_interval", "step"),
+        "scheduler_frequency": scheduling.get("scheduler_frequency", 1),
+        "scheduler_monitor_metric": scheduling.get("monitor_metric"),
+    }
+
+
+def parse_sampler_from_config(cfg: TCfg, dataset: Any) -> Optional[IBatchSampler]:
+    """The ``sampler`` block built over the dataset's labels (and categories), or None for ``sampler: null``."""
+    from oml.registry.samplers import SAMPLERS_CATEGORIES_BASED, get_sampler_by_cfg
+
+    sampler_cfg = cfg.get("sampler")
+    if not sampler_cfg:
+        return None
+    label2category = dataset.get_label2category()
+    if sampler_cfg["name"] in SAMPLERS_CATEGORIES_BASED and label2category is None:
+        raise ConfigError(
+            f"The sampler {sampler_cfg['name']!r} needs categories, but the table {cfg.get('dataframe_name')!r} "
+            f"has no 'category' column. Use a table with categories or the 'balance' sampler."
+        )
+    return get_sampler_by_cfg(sampler_cfg, labels=dataset.get_labels(), label2category=label2category)
+
+
+def parse_ckpt_callback_from_config(cfg: TCfg) -> ModelCheckpoint:
+    """Keep the best checkpoint by ``metric_for_checkpointing`` (``mode="max"``) as ``best.ckpt``, and the last one."""
+    require_keys(cfg, "metric_for_checkpointing")
+    return ModelCheckpoint(
+        dirpath=os.path.join(os.getcwd(), "checkpoints"),
+        monitor=cfg["metric_for_checkpointing"],
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        verbose=True,
+        filename="best",
+    )
+
+
+__all__ = [
+    "ConfigError",
+    "require_keys",
+    "parse_engine_params_from_config",
+    "check_is_config_for_ddp",
+    "parse_logger_from_config",
+    "initialize_logging",
+    "parse_scheduler_from_config",
+    "parse_sampler_from_config",
+    "parse_ckpt_callback_from_config",
+]
