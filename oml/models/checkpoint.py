@@ -1,0 +1,168 @@
+"""Safe loading of checkpoint files and download of zoo weights.
+
+* Local files are read with ``torch.load(..., weights_only=True)``: a pickle that would run code is refused.
+* TorchScript archives (OpenAI's CLIP releases) run code when opened, so they are opened only after their
+  full md5 matched a zoo entry.
+* Zoo weights are downloaded with ``oml.utils.io.download_checkpoint`` into ``oml.const.CKPT_SAVE_ROOT``
+  (looked up when called), checked with md5 and, where the publisher gives one, sha256.
+"""
+
+import hashlib
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+
+import oml.const
+from oml.models.utils import TStateDict, unwrap_state_dict
+from oml.utils.io import DownloadError, calc_file_hash, download_checkpoint
+
+TPath = Union[str, Path]
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint file holds objects that could run code when loaded, so it was not opened."""
+
+
+def _sha256(path: TPath) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_torchscript_archive(path: TPath) -> bool:
+    """True if ``path`` is a TorchScript archive (a zip with compiled code, as ``torch.jit.save`` writes)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return any(name.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for name in names)
+
+
+def load_checkpoint(path: TPath) -> Any:
+    """``torch.load`` a local file on CPU with ``weights_only=True`` (tensors, containers and numbers only).
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        UnsafeCheckpointError: if the file is a TorchScript archive or a pickle with other objects; the
+            message says how to convert a trusted file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"There is no checkpoint file at {path}.")
+    if is_torchscript_archive(path):
+        raise UnsafeCheckpointError(
+            f"{path} is a TorchScript archive, which runs code when opened. Only TorchScript archives whose md5 "
+            f"matches a zoo entry (OpenAI's CLIP releases) are opened. If you trust the file, save its state dict "
+            f"with torch.save(torch.jit.load(path).state_dict(), new_path) and pass new_path."
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(
+            f"Refused to load {path}: it contains objects that are not plain tensors, containers or numbers, and "
+            f"unpickling them could run code. If you trust the file, load it yourself with "
+            f"torch.load(path, weights_only=False) and pass the state dict (or save it with torch.save and pass "
+            f"the new path). Details: {e}"
+        ) from e
+
+
+def load_state_dict_file(path: TPath) -> TStateDict:
+    """A state dict from a local file (``load_checkpoint``, then the ``"state_dict"`` entry if present)."""
+    return unwrap_state_dict(load_checkpoint(path), source=f"checkpoint {path}")
+
+
+def load_torchscript_state_dict(path: TPath, expected_md5: str, submodule: Optional[str] = None) -> TStateDict:
+    """The state dict of a TorchScript archive (or of one of its submodules), opened only if its md5 matches.
+
+    Args:
+        path: the archive.
+        expected_md5: the full md5 hex digest the archive must have (a short prefix would be forgeable).
+        submodule: attribute to take from the loaded module (e.g. ``"visual"`` for OpenAI CLIP).
+
+    Raises:
+        UnsafeCheckpointError: if the md5 is shorter than 32 characters or does not match.
+    """
+    if len(expected_md5) != 32:
+        raise UnsafeCheckpointError(f"A TorchScript archive is opened only against a full md5, got {expected_md5!r}.")
+    actual = calc_file_hash(path)
+    if actual != expected_md5:
+        raise UnsafeCheckpointError(
+            f"Refused to open the TorchScript archive {path}: its md5 is {actual}, expected {expected_md5}."
+        )
+    module = torch.jit.load(str(path), map_location="cpu")
+    if submodule is not None:
+        module = getattr(module, submodule)
+    return {key: value.detach().clone() for key, value in module.state_dict().items()}
+
+
+def _sources(entry: Dict[str, Any]) -> List[str]:
+    url = entry.get("url")
+    sources = [url] if isinstance(url, str) else list(url or [])
+    if not sources:
+        raise ValueError(f"The zoo entry has no source to download from: {entry}.")
+    return sources
+
+
+def download_pretrained(entry: Dict[str, Any], name: str) -> Path:
+    """Download the file of a zoo entry into ``oml.const.CKPT_SAVE_ROOT`` (or reuse it) and check its hashes.
+
+    The entry holds ``url`` (a source or a list of sources tried in order), ``hash`` (md5 prefix or None),
+    optionally ``sha256`` (a prefix of the sha256 hex digest, as published by Unicom and torchvision) and
+    ``fname``.
+
+    Raises:
+        oml.utils.io.DownloadError: if no source gave a file with the expected hashes; the message names the
+            sources, the expected hash and the path where the file can be placed by hand.
+    """
+    sources = _sources(entry)
+    save_root = Path(oml.const.CKPT_SAVE_ROOT)
+    fname = entry.get("fname") or f"{name}.ckpt"
+    sha256 = entry.get("sha256")
+
+    path = Path(download_checkpoint(sources, hash_md5=entry.get("hash"), fname=fname, save_root=save_root))
+    if sha256 is None or _sha256(path).startswith(sha256):
+        return path
+    path.unlink()  # a stale or wrong file: fetch it once more
+    path = Path(download_checkpoint(sources, hash_md5=entry.get("hash"), fname=fname, save_root=save_root))
+    actual = _sha256(path)
+    if not actual.startswith(sha256):
+        path.unlink()
+        raise DownloadError(
+            f"The file of the pretrained weights {name!r} downloaded from {sources} has sha256 {actual}, expected "
+            f"one starting with {sha256}. If you are offline or the sources moved, download the file by hand and "
+            f"place it at {path}."
+        )
+    return path
+
+
+def resolve_weights(weights: TPath, pretrained_models: Dict[str, Any], owner: str) -> Path:
+    """The local file for ``weights``: a zoo name (downloaded if needed) or the path of a file.
+
+    Raises:
+        FileNotFoundError: if ``weights`` is neither a zoo name nor an existing file (the message lists the zoo).
+    """
+    if isinstance(weights, str) and weights in pretrained_models:
+        return download_pretrained(pretrained_models[weights], weights)
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights={str(weights)!r} is neither a file nor one of the pretrained weights of {owner}: "
+            f"{sorted(pretrained_models)}."
+        )
+    return path
+
+
+__all__ = [
+    "UnsafeCheckpointError",
+    "is_torchscript_archive",
+    "load_checkpoint",
+    "load_state_dict_file",
+    "load_torchscript_state_dict",
+    "download_pretrained",
+    "resolve_weights",
+]

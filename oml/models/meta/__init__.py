@@ -1,0 +1,1 @@
+"""Models built from other models: MLP projection, siamese pairwise models."""

@@ -1,0 +1,1 @@
+"""torchvision ResNet extractor and GeM pooling."""

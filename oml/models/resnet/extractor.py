@@ -1,0 +1,173 @@
+"""``ResnetExtractor``: torchvision ResNets (18-152), MoCo v2's ResNet-50 with its projector, GeM pooling."""
+
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.models import ResNet, resnet18, resnet34, resnet50, resnet101, resnet152
+
+from oml.const import MEAN, STD
+from oml.interfaces.models import IExtractor
+from oml.models.checkpoint import load_state_dict_file, resolve_weights
+from oml.models.resnet.pooling import GEM
+from oml.models.utils import (
+    TStateDict,
+    init_on_meta,
+    materialise,
+    remove_criterion_in_state_dict,
+    remove_prefix_from_state_dict,
+)
+from oml.utils.misc_torch import normalise
+
+_FB_URL = "https://dl.fbaipublicfiles.com"
+_TORCHVISION_URL = "https://download.pytorch.org/models"
+_MOCO_PREFIX = "module.encoder_q."
+
+_RESNET_TRANSFORMS = {"name": "norm_resize_hypvit_torch", "args": {"im_size": 256, "crop_size": 224}}
+
+
+def resnet50_projector(**kwargs: Any) -> ResNet:
+    """ResNet-50 whose ``fc`` is MoCo v2's projector: Linear(2048, 2048) -> ReLU -> Linear(2048, 128)."""
+    model = resnet50(**kwargs)
+    model.fc = nn.Sequential(nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 128))
+    return model
+
+
+def load_moco_weights(path_to_model: Union[str, Path]) -> TStateDict:
+    """The query encoder of a MoCo checkpoint (``module.encoder_q.*``) as a torchvision-style state dict."""
+    return _from_moco(load_state_dict_file(path_to_model))
+
+
+def _from_moco(state_dict: TStateDict) -> TStateDict:
+    return {key[len(_MOCO_PREFIX) :]: value for key, value in state_dict.items() if key.startswith(_MOCO_PREFIX)}
+
+
+def _imagenet_entry(arch: str, sha256: str) -> Dict[str, Any]:
+    return {
+        "url": [f"{_TORCHVISION_URL}/{arch}-{sha256}.pth"],
+        "hash": None,  # torchvision publishes the beginning of the sha256 digest (in the file name), not md5
+        "sha256": sha256,
+        "fname": f"{arch}-{sha256}.pth",
+        "init_args": {"arch": arch, "gem_p": None, "remove_fc": True, "normalise_features": False},
+        "transforms": _RESNET_TRANSFORMS,
+    }
+
+
+class ResnetExtractor(IExtractor):
+    """A torchvision ResNet; with ``remove_fc`` it returns the pooled features (512-d for 18/34, else 2048-d).
+
+    >>> import torch
+    >>> extractor = ResnetExtractor(None, "resnet18", gem_p=3.0, remove_fc=True, normalise_features=True)
+    >>> extractor(torch.randn(2, 3, 64, 64)).shape
+    torch.Size([2, 512])
+    """
+
+    constructors: Dict[str, Callable[..., ResNet]] = {
+        "resnet18": resnet18,
+        "resnet34": resnet34,
+        "resnet50": resnet50,
+        "resnet101": resnet101,
+        "resnet152": resnet152,
+        "resnet50_projector": resnet50_projector,
+    }
+
+    pretrained_models: Dict[str, Any] = {
+        "resnet50_moco_v2": {
+            "url": [f"{_FB_URL}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar"],
+            "hash": "a04e12f8",
+            "fname": "moco_v2_800ep_pretrain.pth.tar",
+            "init_args": {"arch": "resnet50_projector", "gem_p": 5.0, "remove_fc": True, "normalise_features": False},
+            "transforms": _RESNET_TRANSFORMS,
+        },
+        "resnet18_imagenet1k_v1": _imagenet_entry("resnet18", "f37072fd"),
+        "resnet34_imagenet1k_v1": _imagenet_entry("resnet34", "b627a593"),
+        "resnet50_imagenet1k_v1": _imagenet_entry("resnet50", "0676ba61"),
+        "resnet101_imagenet1k_v1": _imagenet_entry("resnet101", "63fe2227"),
+        "resnet152_imagenet1k_v1": _imagenet_entry("resnet152", "394f9c45"),
+    }
+
+    def __init__(
+        self,
+        weights: Optional[Union[Path, str]],
+        arch: str,
+        gem_p: Optional[float],
+        remove_fc: bool,
+        normalise_features: bool,
+    ):
+        """
+        Args:
+            weights: None (random weights), a name from ``pretrained_models`` or the path of a checkpoint: a
+                torchvision state dict, a MoCo checkpoint (``module.encoder_q.*``) or an OML/Lightning one.
+            arch: one of ``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``, ``resnet152``,
+                ``resnet50_projector``.
+            gem_p: replace the average pooling by GeM pooling with this power (None keeps average pooling).
+            remove_fc: drop the classifier (or MoCo's projector) and return the pooled features. Checkpoints
+                with or without ``fc`` weights both load then (OML 0.4.4 needed them).
+            normalise_features: L2-normalise the output.
+        """
+        super().__init__()
+        if arch not in self.constructors:
+            raise ValueError(f"Unknown arch {arch!r} for ResnetExtractor, expected one of {sorted(self.constructors)}.")
+        self.arch = arch
+        self.gem_p = gem_p
+        self.remove_fc = remove_fc
+        self.normalise_features = normalise_features
+
+        with init_on_meta(weights is not None):
+            self.model: ResNet = self.constructors[arch]()
+        if gem_p is not None:
+            self.model.avgpool = GEM(p=gem_p)
+        if remove_fc:
+            self.model.fc = nn.Identity()
+        if weights is not None:
+            materialise(self.model)
+            self._load(resolve_weights(weights, self.pretrained_models, type(self).__name__))
+
+    def _load(self, path: Path) -> None:
+        state_dict = remove_criterion_in_state_dict(load_state_dict_file(path))
+        if any(key.startswith(_MOCO_PREFIX) for key in state_dict):
+            state_dict = _from_moco(state_dict)
+        state_dict = remove_prefix_from_state_dict(state_dict, trial_key="layer4.")
+        if self.remove_fc:
+            state_dict = {key: value for key, value in state_dict.items() if not key.startswith("fc.")}
+        self.model.load_state_dict(state_dict, strict=True)
+
+    @property
+    def feat_dim(self) -> int:
+        fc = self.model.fc
+        if isinstance(fc, nn.Linear):
+            return fc.out_features
+        if isinstance(fc, nn.Sequential):
+            return fc[-1].out_features
+        last_block = self.model.layer4[-1]
+        return (last_block.bn3 if hasattr(last_block, "bn3") else last_block.bn2).num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.model(x)
+        return normalise(x) if self.normalise_features else x
+
+    def draw_gradcam(self, image: np.ndarray) -> np.ndarray:
+        """Grad-CAM of the last block for the largest output (class score, or feature with ``remove_fc``).
+
+        Args:
+            image: an RGB ``uint8`` array ``H x W x 3``.
+
+        Returns:
+            An RGB ``uint8`` array of the same size: the image with the heat map over it.
+        """
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.image import show_cam_on_image
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"Expected an RGB uint8 image H x W x 3, got {image.dtype} of shape {image.shape}.")
+        device = next(self.model.parameters()).device
+        tensor = torch.from_numpy(image).float().div(255).permute(2, 0, 1)
+        tensor = (tensor - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+        with GradCAM(model=self.model, target_layers=[self.model.layer4[-1]]) as cam:
+            heat = cam(input_tensor=tensor.unsqueeze(0).to(device), targets=None)
+        return show_cam_on_image(image.astype(np.float32) / 255, heat[0], use_rgb=True)
+
+
+__all__ = ["ResnetExtractor", "resnet50_projector", "load_moco_weights"]

@@ -1,0 +1,1 @@
+"""CLIP image-tower extractor."""

@@ -1,0 +1,1 @@
+"""DINO ViT extractor."""

@@ -1,0 +1,1 @@
+"""Unicom ViT extractor."""
