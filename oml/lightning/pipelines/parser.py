@@ -42,6 +42,18 @@ def parse_engine_params_from_config(cfg: TCfg) -> Dict[str, Any]:
     return params
 
 
+def parse_precision(precision: Any, accelerator: str) -> str:
+    """OML's ``precision: 32 | 16`` as a Lightning 2 precision; half precision on CPU becomes bfloat16."""
+    value = str(precision)
+    if value in ("32", "32-true"):
+        return "32-true"
+    if value in ("16", "16-mixed"):
+        return "16-mixed" if accelerator in ("gpu", "cuda") else "bf16-mixed"
+    if value in ("bf16", "bf16-mixed"):
+        return "bf16-mixed"
+    raise ConfigError(f"precision must be 32, 16 or bf16, got {precision!r}.")
+
+
 def check_is_config_for_ddp(engine_params: Dict[str, Any]) -> bool:
     """True when the engine parameters start several processes."""
     return "ddp" in str(engine_params.get("strategy", ""))
@@ -111,6 +123,7 @@ __all__ = [
     "ConfigError",
     "require_keys",
     "parse_engine_params_from_config",
+    "parse_precision",
     "check_is_config_for_ddp",
     "parse_logger_from_config",
     "initialize_logging",

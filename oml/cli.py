@@ -1,0 +1,76 @@
+"""The ``oml`` command: run a pipeline from a YAML config with Hydra-style ``key=value`` overrides.
+
+Examples::
+
+    oml train pipelines/mock/train.yaml max_epochs=3 optimizer.args.lr=1e-4
+    oml validate pipelines/mock/validate.yaml extractor.args.weights=checkpoints/best.ckpt
+    oml predict pipelines/mock/predict.yaml data_dir=my_images/
+    oml train-postprocessor pipelines/mock/train_postprocessor.yaml
+
+Hydra composes the config (``defaults:`` may pull packaged blocks such as ``optimizer: adam`` from
+``oml/configs``), creates the run folder given by ``hydra.run.dir`` and runs the pipeline there.
+"""
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from oml.const import HYDRA_VERSION
+
+# command -> (module, function, help)
+COMMANDS: Dict[str, Tuple[str, str, str]] = {
+    "train": ("train", "extractor_training_pipeline", "train an extractor"),
+    "validate": ("validate", "extractor_validation_pipeline", "compute retrieval metrics of an extractor"),
+    "predict": ("predict", "extractor_prediction_pipeline", "embed every image of a folder into predictions.json"),
+    "train-postprocessor": (
+        "train_postprocessor",
+        "postprocessor_training_pipeline",
+        "train a pairwise re-ranking model (postprocessor)",
+    ),
+}
+
+
+def get_pipeline(command: str) -> Callable:
+    """The pipeline function of a command (only its module is imported)."""
+    module, function, _ = COMMANDS[command]
+    return getattr(importlib.import_module(f"oml.lightning.pipelines.{module}"), function)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oml", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command, (_, function, help_text) in COMMANDS.items():
+        sub = commands.add_parser(command, help=help_text, description=f"{help_text} ({function})")
+        sub.add_argument("config", type=Path, help="path to the YAML config")
+        sub.add_argument("overrides", nargs="*", help="Hydra overrides such as max_epochs=3 or +new_key=1")
+    return parser
+
+
+def run_pipeline(pipeline: Callable, config: Path, overrides: List[str]) -> None:
+    """Run ``pipeline`` through ``hydra.main`` with the config's folder as the config path."""
+    import hydra
+
+    if not config.is_file():
+        raise SystemExit(f"oml: the config file {config} does not exist.")
+    runner = hydra.main(config_path=str(config.resolve().parent), config_name=config.stem, version_base=HYDRA_VERSION)(
+        pipeline
+    )
+    saved_argv = sys.argv
+    sys.argv = [f"oml {config}", *overrides]
+    try:
+        runner()
+    finally:
+        sys.argv = saved_argv
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    run_pipeline(get_pipeline(args.command), args.config, args.overrides)
+
+
+if __name__ == "__main__":
+    main()
