@@ -149,10 +149,7 @@ class RingBank:
             capacity = self.size_in_batches * features.shape[0]
             self.features = torch.zeros((capacity, features.shape[1]), dtype=features.dtype, device=features.device)
             self.labels = torch.zeros(capacity, dtype=torch.long, device=features.device)
-        if features.shape[1] != self.features.shape[1]:
-            raise ValueError(
-                f"The bank stores features of dim {self.features.shape[1]}, got a batch of dim {features.shape[1]}."
-            )
+        self.check_dim(features)
         if features.shape[0] > self.capacity:
             features, labels = features[-self.capacity :], labels[-self.capacity :]
         positions = (self.ptr + torch.arange(features.shape[0], device=self.features.device)) % self.capacity
@@ -160,6 +157,13 @@ class RingBank:
         self.labels[positions] = labels.to(self.labels.device)
         self.ptr = int((self.ptr + features.shape[0]) % self.capacity)
         self.n_filled = min(self.capacity, self.n_filled + features.shape[0])
+
+    def check_dim(self, features: Tensor) -> None:
+        """Raise ``ValueError`` if ``features`` have another dimension than the stored ones."""
+        if self.features is not None and features.shape[1] != self.features.shape[1]:
+            raise ValueError(
+                f"The bank stores features of dim {self.features.shape[1]}, got a batch of dim {features.shape[1]}."
+            )
 
     def get(self) -> Tuple[Tensor, Tensor]:
         """The filled part of the bank: ``(features [M, D], labels [M])``."""

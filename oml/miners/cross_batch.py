@@ -91,6 +91,7 @@ class TripletMinerWithMemory(ITripletsMiner):
         """
         labels = labels_to_tensor(labels, device=features.device, allow_non_integer=False)
         check_features_and_labels(features, labels)
+        self.bank.check_dim(features)
         seeded = self.bank.n_filled == 0
         if seeded:
             self.update_bank(features, labels)

@@ -60,6 +60,7 @@ class MinerWithBank(ITripletsMiner):
     def sample(self, features: Tensor, labels: TLabels) -> TTriplets:
         labels = labels_to_tensor(labels, device=features.device, allow_non_integer=False)
         check_features_and_labels(features, labels)
+        self.bank.check_dim(features)
         batch_size = len(labels)
         if self.bank.n_filled:
             bank_features, bank_labels = self.bank.get()

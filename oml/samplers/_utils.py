@@ -124,12 +124,12 @@ def check_enough_instances(groups: Groups, minimum: int = 2) -> None:
     """Every label needs ``minimum`` samples (a label with one sample has no positive pair)."""
     bad = groups.counts < minimum
     if bad.any():
-        bad_labels = groups.values[bad]
-        shown = ", ".join(str(x) for x in bad_labels[:10].tolist())
+        bad_labels = groups.values[bad].tolist()
+        shown = ", ".join(str(x) for x in bad_labels[:10])
         more = f" and {len(bad_labels) - 10} more" if len(bad_labels) > 10 else ""
         raise ValueError(
             f"Every label needs at least {minimum} samples to form positive pairs, but {len(bad_labels)} label(s) "
-            f"have fewer: {shown}{more} (e.g. label {bad_labels[0]!r} has {groups.counts[bad][0]} sample(s)). "
+            f"have fewer: {shown}{more} (e.g. label {bad_labels[0]!r} has {int(groups.counts[bad][0])} sample(s)). "
             f"Drop them from the dataset before building the sampler."
         )
 

@@ -71,9 +71,9 @@ class CategoryBalanceSampler(IBatchSampler):
         if not resample_labels:
             small = self._categories.counts < n_labels
             if small.any():
-                category = self._categories.values[small][0]
+                category = self._categories.values[small][0].item()
                 raise ValueError(
-                    f"Category {category!r} has only {self._categories.counts[small][0]} label(s), "
+                    f"Category {category!r} has only {int(self._categories.counts[small][0])} label(s), "
                     f"but n_labels={n_labels} "
                     f"distinct labels per category are requested ({int(small.sum())} category(ies) are too small). "
                     f"Decrease n_labels or pass resample_labels=True."

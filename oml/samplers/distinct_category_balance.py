@@ -66,9 +66,9 @@ class DistinctCategoryBalanceSampler(IBatchSampler):
             )
         small = self._categories.counts < n_labels
         if small.any():
-            category = self._categories.values[small][0]
+            category = self._categories.values[small][0].item()
             raise ValueError(
-                f"Category {category!r} has only {self._categories.counts[small][0]} label(s), fewer than "
+                f"Category {category!r} has only {int(self._categories.counts[small][0])} label(s), fewer than "
                 f"n_labels={n_labels} ({int(small.sum())} category(ies) are too small); decrease n_labels."
             )
         self.n_categories = int(n_categories)
