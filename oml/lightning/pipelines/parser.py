@@ -5,7 +5,7 @@ from typing import Any, Dict, Optional
 
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger
 from torch.optim import Optimizer
 
 from oml.const import TCfg
@@ -66,10 +66,14 @@ def parse_logger_from_config(cfg: TCfg) -> Logger:
 
 
 def initialize_logging(cfg: TCfg) -> Logger:
-    """Build the logger and log the config's hyper-parameters, flattened with ``|`` (e.g. ``optimizer|args|lr``)."""
+    """Build the logger and log the config's hyper-parameters, flattened with ``|`` (e.g. ``optimizer|args|lr``).
+
+    MLflow does not accept ``|`` in names, so there the separator is ``/``.
+    """
     logger = parse_logger_from_config(cfg)
     plain = dictconfig_to_dict(cfg)
-    logger.log_hyperparams(flatten_dict({k: v for k, v in plain.items() if k != "hydra"}, sep="|"))
+    sep = "/" if isinstance(logger, MLFlowLogger) else "|"
+    logger.log_hyperparams(flatten_dict({k: v for k, v in plain.items() if k != "hydra"}, sep=sep))
     return logger
 
 
