@@ -1,0 +1,442 @@
+"""Exact k-nearest-neighbour search between queries and galleries in bounded memory.
+
+This is the engine behind ``EmbeddingMetrics``: the query x gallery distance matrix is never built.
+Distances are computed tile by tile (a block of queries x a block of galleries) with one GEMM per tile,
+``|q - g|^2 = |q|^2 + |g|^2 - 2 q.g`` (the squared norms ride inside the GEMM as two extra columns), and
+only a few best candidates per query are kept. Memory is ``O(tile_size^2 + Q x k)``; when every sample
+is both a query and a gallery item, only the upper triangle of tiles is computed (half of the GEMM work)
+and each tile serves both its rows and its columns.
+
+**Exactness.** A GEMM in float32 has a cancellation error, so the candidates' distances are recomputed
+exactly (differences and sums in float64, one rounding to float32 at the end: the "exact distance" below
+is the correctly rounded Euclidean distance, the same value as a float64 ``cdist`` cast to float32).
+The GEMM values ``a_j`` of the squared distances ``s_j`` of a query obey ``|a_j - s_j| <= delta`` with
+``delta = gamma_{D+2} (|q| + max_j |g_j|)^2 + u (|q|^2 + |g|^2)`` (``gamma_n = n u / (1 - n u)``, ``u`` the
+unit round-off of the GEMM under torch's float32 matmul precision setting; the standard bound for a dot
+product, independent of the summation order). Let ``t`` be the k-th smallest GEMM value of a query.
+Every gallery item whose exact distance is at most the exact k-th distance has ``a_j <= t + 2 delta``
+(plus a margin for the final rounding), and the search keeps ``k + extra`` candidates per query and checks
+that the largest kept GEMM value is above that threshold. If the check fails (near-ties around the k-th
+neighbour, e.g. duplicates), the query is searched again with four times more candidates, and finally
+against the whole gallery. Hence the result is **exactly** the top-k of the exact distances, with ties
+broken by the smaller gallery index, i.e. it equals a dense brute-force oracle bit for bit.
+"""
+
+from typing import Iterator, NamedTuple, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+TILE_ELEMENTS = 2**24  # values in a distance tile (64 MB in float32)
+MAX_TILE_WIDTH = 2**15  # galleries in a tile: wide tiles amortise the per-row cost of the selection
+SYMMETRIC_TILE_SIZE = 4096  # square tiles of the symmetric mode
+SUB_BLOCK = 32  # the minima of sub-blocks of this size pre-select the candidates inside a tile
+EXACT_BUDGET = 2**22  # values gathered at once by the exact recomputation (and candidates finalised at once)
+
+
+class KNNResult(NamedTuple):
+    """Nearest galleries of every query: ``distances`` ``[Q, k]`` (ascending) and ``indices`` ``[Q, k]`` (int64)."""
+
+    distances: Tensor
+    indices: Tensor
+
+
+def matmul_unit_roundoff(dtype: torch.dtype, device: torch.device) -> float:
+    """Unit round-off of ``torch.mm`` for ``dtype`` on ``device`` under the current precision settings."""
+    if dtype == torch.float64:
+        return 2.0**-53
+    precision = torch.get_float32_matmul_precision()
+    if precision == "medium":  # bfloat16 products may be used
+        return 2.0**-8
+    tf32 = device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+    if precision == "high" or tf32:
+        return 2.0**-11
+    return 2.0**-24
+
+
+def _check_embeddings(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor) or x.ndim != 2:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be a 2D tensor [N, D], got {shape}.")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got {x.dtype}.")
+    bad = ~torch.isfinite(x).all(dim=1)
+    if bad.any():
+        rows = bad.nonzero().flatten()
+        raise ValueError(
+            f"{name} contain NaN or inf in {len(rows)} of {len(x)} rows (e.g. rows {rows[:10].tolist()}); "
+            f"distances to them are undefined."
+        )
+
+
+def _check_ids(ids: Optional[Tensor], n: int, name: str) -> Optional[Tensor]:
+    if ids is None:
+        return None
+    ids = torch.as_tensor(ids)
+    if ids.shape != (n,) or ids.is_floating_point() or ids.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor of shape ({n},), got {ids.dtype} {tuple(ids.shape)}.")
+    return ids.long().cpu()
+
+
+class QueryGalleryDistances:
+    """Squared query-gallery distances served tile by tile, with a proven error bound and exact recomputation.
+
+    Pairs whose ids are equal (``query_ids[i] == gallery_ids[j]``: the same sample on both sides) are
+    excluded: their tile values are ``+inf``.
+
+    Args:
+        queries: ``[Q, D]`` finite embeddings.
+        galleries: ``[G, D]`` finite embeddings (pass the *same tensor object* as ``queries`` together with the
+            same ids to enable the symmetric mode).
+        query_ids: optional ``[Q]`` integer sample ids of the queries.
+        gallery_ids: optional ``[G]`` integer sample ids of the galleries.
+    """
+
+    def __init__(
+        self,
+        queries: Tensor,
+        galleries: Tensor,
+        query_ids: Optional[Tensor] = None,
+        gallery_ids: Optional[Tensor] = None,
+    ):
+        _check_embeddings(queries, "queries")
+        _check_embeddings(galleries, "galleries")
+        if queries.shape[1] != galleries.shape[1]:
+            raise ValueError(
+                f"queries and galleries must have the same dimension, got {queries.shape[1]} and {galleries.shape[1]}."
+            )
+        if queries.device != galleries.device:
+            raise ValueError(f"queries and galleries are on different devices: {queries.device}, {galleries.device}.")
+        self.symmetric = queries is galleries and (query_ids is gallery_ids)
+        compute_dtype = torch.float64 if torch.float64 in (queries.dtype, galleries.dtype) else torch.float32
+        self.out_dtype = compute_dtype
+        self.queries = queries.to(compute_dtype).contiguous()
+        self.galleries = self.queries if self.symmetric else galleries.to(compute_dtype).contiguous()
+        self.n_queries, self.dim = self.queries.shape
+        self.n_galleries = self.galleries.shape[0]
+        self.device = self.queries.device
+        self.query_ids = _check_ids(query_ids, self.n_queries, "query_ids")
+        self.gallery_ids = _check_ids(gallery_ids, self.n_galleries, "gallery_ids")
+        if (self.query_ids is None) != (self.gallery_ids is None):
+            raise ValueError("query_ids and gallery_ids must be given together.")
+
+        self.query_sq_norms = self.queries.double().square().sum(dim=1)
+        self.gallery_sq_norms = self.query_sq_norms if self.symmetric else self.galleries.double().square().sum(dim=1)
+        # gallery side of the GEMM: [g, |g|^2, 1]; query side (built per tile): [-2 q, 1, |q|^2]
+        self.gallery_aug = torch.cat(
+            [
+                self.galleries,
+                self.gallery_sq_norms.to(compute_dtype)[:, None],
+                torch.ones(self.n_galleries, 1, dtype=compute_dtype, device=self.device),
+            ],
+            dim=1,
+        )
+        self._masked = self._find_masked_pairs()
+        self.max_gallery_norm = float(self.gallery_sq_norms.max().sqrt()) if self.n_galleries else 0.0
+
+        u = matmul_unit_roundoff(compute_dtype, self.device)
+        n_terms = self.dim + 2
+        if n_terms * u >= 0.5:
+            raise ValueError(f"The GEMM precision (unit round-off {u}) is too low for dimension {self.dim}.")
+        gamma = n_terms * u / (1 - n_terms * u)
+        scale = (self.query_sq_norms.sqrt() + self.max_gallery_norm) ** 2
+        #: per query: |GEMM value - true squared distance| <= error_bound
+        self.error_bound = ((gamma * (1 + u) + u) * scale).cpu()
+        u_out = 2.0**-24 if compute_dtype == torch.float32 else 2.0**-53
+        # the final rounding to out_dtype merges values that differ by a relative 2 u_out in distance
+        self._rounding_margin = (8 * u_out + 1e-15) * scale.cpu()
+
+    # ------------------------------------------------------------------ masks
+    def _find_masked_pairs(self) -> Optional[Tensor]:
+        """``[Q, m]`` gallery positions with the same id as the query (``-1`` padded), or None."""
+        if self.query_ids is None:
+            return None
+        sorted_ids, order = torch.sort(self.gallery_ids)
+        lo = torch.searchsorted(sorted_ids, self.query_ids, right=False)
+        hi = torch.searchsorted(sorted_ids, self.query_ids, right=True)
+        mult = int((hi - lo).max()) if self.n_queries else 0
+        if mult == 0:
+            return None
+        offsets = lo[:, None] + torch.arange(mult)[None, :]
+        valid = offsets < hi[:, None]
+        positions = order[offsets.clamp_max(self.n_galleries - 1)]
+        return torch.where(valid, positions, torch.full_like(positions, -1)).to(self.device)
+
+    def mask_tile(self, tile: Tensor, rows: Tensor, col_start: int) -> None:
+        """Set ``+inf`` where query ``rows[i]`` and gallery ``col_start + j`` are the same sample (in place)."""
+        if self._masked is None:
+            return
+        cols = self._masked[rows] - col_start
+        hit = (cols >= 0) & (cols < tile.shape[1])
+        if hit.any():
+            r, m = hit.nonzero(as_tuple=True)
+            tile[r, cols[r, m]] = float("inf")
+
+    # ------------------------------------------------------------------ tiles
+    def _query_aug(self, rows: Tensor) -> Tensor:
+        q = self.queries[rows]
+        ones = torch.ones(len(q), 1, dtype=q.dtype, device=q.device)
+        return torch.cat([q * -2, ones, self.query_sq_norms[rows].to(q.dtype)[:, None]], dim=1)
+
+    def tiles(self, rows: Tensor, height: int, width: int) -> Iterator[Tuple[int, Tensor, int, Tensor]]:
+        """Yield ``(offset, query_rows, gallery_start, tile)`` with the GEMM squared distances (masked).
+
+        ``query_rows = rows[offset : offset + height]`` and ``tile`` is ``[len(query_rows), <= width]`` for the
+        galleries from ``gallery_start``. The buffer is reused: consume a tile before advancing the iterator.
+        """
+        rows = rows.to(self.device)
+        height, width = max(1, min(height, len(rows))), max(1, min(width, self.n_galleries))
+        buffer = torch.empty(height * width, dtype=self.queries.dtype, device=self.device)
+        for r0 in range(0, len(rows), height):
+            chunk = rows[r0 : r0 + height]
+            q_aug = self._query_aug(chunk)
+            for c0 in range(0, self.n_galleries, width):
+                g_aug = self.gallery_aug[c0 : c0 + width]
+                tile = buffer[: len(chunk) * len(g_aug)].view(len(chunk), len(g_aug))
+                torch.mm(q_aug, g_aug.T, out=tile)
+                self.mask_tile(tile, chunk, c0)
+                yield r0, chunk, c0, tile
+
+    def symmetric_tiles(self, tile_size: int) -> Iterator[Tuple[int, int, Tensor]]:
+        """Symmetric mode only: yield ``(row_start, col_start, tile)`` for the upper triangle of square tiles.
+
+        A tile serves the queries ``row_start + i`` against the galleries ``col_start + j`` and, when
+        ``row_start != col_start``, also (transposed) the queries ``col_start + j`` against the galleries
+        ``row_start + i``: every pair is computed once. The buffer is reused.
+        """
+        if not self.symmetric:
+            raise RuntimeError("symmetric_tiles needs queries and galleries to be the same tensor with the same ids.")
+        n = self.n_queries
+        side = max(1, min(n, tile_size))
+        buffer = torch.empty(side * side, dtype=self.queries.dtype, device=self.device)
+        for r0 in range(0, n, side):
+            rows = torch.arange(r0, min(n, r0 + side), device=self.device)
+            q_aug = self._query_aug(rows)
+            for c0 in range(r0, n, side):
+                g_aug = self.gallery_aug[c0 : c0 + side]
+                tile = buffer[: len(rows) * len(g_aug)].view(len(rows), len(g_aug))
+                torch.mm(q_aug, g_aug.T, out=tile)
+                self.mask_tile(tile, rows, c0)
+                yield r0, c0, tile
+
+    # ------------------------------------------------------------------ exact values
+    def exact_sq_distances(self, rows: Tensor, cols: Tensor) -> Tensor:
+        """Float64 squared distances of the pairs (query ``rows[p]``, gallery ``cols[p]``), both ``[P]``.
+
+        Differences and sums in float64: the square root rounded to float32 is the correctly rounded distance.
+        """
+        rows, cols = rows.to(self.device), cols.to(self.device)
+        out = torch.empty(len(rows), dtype=torch.float64, device=self.device)
+        step = max(1, EXACT_BUDGET // self.dim)
+        for p0 in range(0, len(rows), step):
+            q = self.queries[rows[p0 : p0 + step]].double()
+            g = self.galleries[cols[p0 : p0 + step]].double()
+            out[p0 : p0 + step] = g.sub_(q).square_().sum(dim=1)
+        return out
+
+    def exact_distances(self, rows: Tensor, cols: Tensor) -> Tensor:
+        """Exact distances (``out_dtype``) of the pairs of ``exact_sq_distances``; same-sample pairs are ``+inf``."""
+        dist = self.exact_sq_distances(rows, cols).sqrt_().to(self.out_dtype)
+        if self.query_ids is not None:
+            same = self.query_ids[rows.cpu()] == self.gallery_ids[cols.cpu()]
+            dist[same.to(dist.device)] = float("inf")
+        return dist
+
+    def candidate_slack(self, rows: Tensor) -> Tensor:
+        """Float64 ``[n]``: GEMM values above ``t + slack`` cannot beat a candidate whose GEMM value is ``t``."""
+        return 2 * self.error_bound[rows.cpu()] + self._rounding_margin[rows.cpu()]
+
+
+# ---------------------------------------------------------------------- selection helpers
+def _tile_smallest(tile: Tensor, kk: int, sub: int = SUB_BLOCK) -> Tuple[Tensor, Tensor]:
+    """``kk`` smallest values per row of ``tile`` (unsorted) and their columns.
+
+    Wide tiles are pre-filtered by sub-block minima: the ``kk`` smallest elements of a row always lie in the
+    ``kk`` sub-blocks with the smallest minima, so only those are gathered for the final ``topk``.
+    """
+    n_rows, width = tile.shape
+    kk = min(kk, width)
+    n_blocks = width // sub
+    if n_blocks <= 2 * kk:
+        return torch.topk(tile, kk, dim=1, largest=False, sorted=False)
+    main = tile[:, : n_blocks * sub].view(n_rows, n_blocks, sub)
+    _, blocks = torch.topk(main.amin(dim=2), kk, dim=1, largest=False, sorted=False)
+    cols = (blocks[:, :, None] * sub + torch.arange(sub, device=tile.device)).view(n_rows, kk * sub)
+    rest = width - n_blocks * sub
+    if rest:
+        tail = torch.arange(n_blocks * sub, width, device=tile.device).expand(n_rows, rest)
+        cols = torch.cat([cols, tail], dim=1)
+    values, pos = torch.topk(tile.gather(1, cols), kk, dim=1, largest=False, sorted=False)
+    return values, cols.gather(1, pos)
+
+
+def _tile_smallest_by_column(tile: Tensor, kk: int, sub: int = SUB_BLOCK) -> Tuple[Tensor, Tensor]:
+    """``_tile_smallest(tile.T)`` without materialising the transposed tile: ``[width, kk]`` values and rows."""
+    height, width = tile.shape
+    kk = min(kk, height)
+    n_blocks = height // sub
+    if n_blocks <= 2 * kk:
+        return _tile_smallest(tile.T.contiguous(), kk, sub)
+    mins = tile[: n_blocks * sub].view(n_blocks, sub, width).amin(dim=1).T  # [width, n_blocks]
+    _, blocks = torch.topk(mins, kk, dim=1, largest=False, sorted=False)
+    rows = (blocks[:, :, None] * sub + torch.arange(sub, device=tile.device)).view(width, kk * sub)
+    rest = height - n_blocks * sub
+    if rest:
+        tail = torch.arange(n_blocks * sub, height, device=tile.device).expand(width, rest)
+        rows = torch.cat([rows, tail], dim=1)
+    values, pos = torch.topk(tile.T.gather(1, rows), kk, dim=1, largest=False, sorted=False)
+    return values, rows.gather(1, pos)
+
+
+def _merge(values: Tensor, cols: Tensor, new_values: Tensor, new_cols: Tensor) -> Tuple[Tensor, Tensor]:
+    kk = values.shape[1]
+    best_values, pos = torch.topk(torch.cat([values, new_values], dim=1), kk, dim=1, largest=False, sorted=False)
+    return best_values, torch.cat([cols, new_cols], dim=1).gather(1, pos)
+
+
+def _empty_candidates(n: int, kk: int, like: Tensor) -> Tuple[Tensor, Tensor]:
+    values = torch.full((n, kk), float("inf"), dtype=like.dtype, device=like.device)
+    return values, torch.full((n, kk), -1, dtype=torch.long, device=like.device)
+
+
+def _scan(dists: QueryGalleryDistances, rows: Tensor, kk: int, height: int, width: int) -> Tuple[Tensor, Tensor]:
+    """GEMM-based ``kk`` best candidates (values, gallery indices) of the queries ``rows``."""
+    values, cols = _empty_candidates(len(rows), kk, dists.queries)
+    for r0, chunk, c0, tile in dists.tiles(rows, height, width):
+        r1 = r0 + len(chunk)
+        v, c = _tile_smallest(tile, kk)
+        values[r0:r1], cols[r0:r1] = _merge(values[r0:r1], cols[r0:r1], v, c + c0)
+    return values, cols
+
+
+def _scan_symmetric(dists: QueryGalleryDistances, kk: int, tile_size: int) -> Tuple[Tensor, Tensor]:
+    """``_scan`` of all queries when queries and galleries are the same set: half of the GEMM work."""
+    values, cols = _empty_candidates(dists.n_queries, kk, dists.queries)
+    for r0, c0, tile in dists.symmetric_tiles(tile_size):
+        r1, c1 = r0 + tile.shape[0], c0 + tile.shape[1]
+        v, c = _tile_smallest(tile, kk)
+        values[r0:r1], cols[r0:r1] = _merge(values[r0:r1], cols[r0:r1], v, c + c0)
+        if c0 != r0:
+            v, r = _tile_smallest_by_column(tile, kk)
+            values[c0:c1], cols[c0:c1] = _merge(values[c0:c1], cols[c0:c1], v, r + r0)
+    return values, cols
+
+
+def _sort_exact(dist: Tensor, cols: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """First ``k`` of every row ordered by (distance, column)."""
+    cols, order = torch.sort(cols, dim=1)
+    dist = dist.gather(1, order)
+    order = torch.argsort(dist, dim=1, stable=True)[:, :k]
+    return dist.gather(1, order), cols.gather(1, order)
+
+
+def _finalize(
+    dists: QueryGalleryDistances, rows: Tensor, values: Tensor, cols: Tensor, k: int
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Certify the candidates and select the exact top-k. Returns (distances, indices, certified) for ``rows``.
+
+    Only the candidates within the error slack of the k-th GEMM value are recomputed exactly.
+    """
+    n_galleries = dists.n_galleries
+    values = values.double()
+    t = torch.topk(values, k, dim=1, largest=False).values[:, -1]
+    threshold = t + dists.candidate_slack(rows).to(values.device)
+    all_kept = values.shape[1] >= n_galleries
+    certified = torch.isfinite(t) & ((values.max(dim=1).values > threshold) | all_kept)
+    needed = (values <= threshold[:, None]) & (cols >= 0)
+    r, j = needed.nonzero(as_tuple=True)
+    dist = torch.full(cols.shape, float("inf"), dtype=dists.out_dtype, device=cols.device)
+    dist[r, j] = dists.exact_distances(rows[r], cols[r, j])
+    cols = torch.where(cols < 0, torch.full_like(cols, n_galleries), cols)
+    out_d, out_i = _sort_exact(dist, cols, k)
+    return out_d, out_i, certified
+
+
+def _brute_force(dists: QueryGalleryDistances, rows: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """Exact top-k against the whole gallery (used for the rare queries that could not be certified)."""
+    out_d, out_i = [], []
+    step = max(1, EXACT_BUDGET // max(1, dists.n_galleries))
+    all_cols = torch.arange(dists.n_galleries, device=dists.device)
+    for r0 in range(0, len(rows), step):
+        chunk = rows[r0 : r0 + step]
+        cols = all_cols.expand(len(chunk), -1)
+        r = chunk.repeat_interleave(dists.n_galleries)
+        d, i = _sort_exact(dists.exact_distances(r, cols.reshape(-1)).view(cols.shape), cols, k)
+        out_d.append(d)
+        out_i.append(i)
+    return torch.cat(out_d), torch.cat(out_i)
+
+
+def exact_knn(
+    queries: Tensor,
+    galleries: Tensor,
+    k: int,
+    query_ids: Optional[Tensor] = None,
+    gallery_ids: Optional[Tensor] = None,
+    extra: Optional[int] = None,
+    tile_size: Optional[int] = None,
+) -> KNNResult:
+    """Exact ``k`` nearest galleries of every query (Euclidean), in bounded memory.
+
+    Args:
+        queries: ``[Q, D]`` embeddings.
+        galleries: ``[G, D]`` embeddings. Passing the same tensor object as ``queries`` (and the same ids
+            object) enables the symmetric mode that computes only half of the distances.
+        k: the number of neighbours, ``1 <= k <= G``.
+        query_ids: optional ``[Q]`` sample ids; a gallery item with the same id as the query is excluded
+            (distance ``+inf``, placed after all real neighbours).
+        gallery_ids: ``[G]`` sample ids of the galleries (required with ``query_ids``).
+        extra: candidates kept beyond ``k`` for the exactness check (default ``max(8, k // 4)``).
+        tile_size: square tiles of this size instead of the default tiling (``2^24`` values per tile, up to
+            ``2^15`` galleries wide; ``4096 x 4096`` in the symmetric mode). Memory is about one tile.
+
+    Returns:
+        ``KNNResult(distances [Q, k], indices [Q, k])``, sorted by distance, ties by gallery index.
+        Distances are float32 (float64 if an input is float64) and exact (see the module docstring).
+
+    >>> g = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0], [0.0, 1.0]])
+    >>> exact_knn(torch.tensor([[0.0, 0.0]]), g, k=3)
+    KNNResult(distances=tensor([[0., 1., 1.]]), indices=tensor([[0, 2, 3]]))
+    >>> ids = torch.arange(4)
+    >>> exact_knn(g, g, k=1, query_ids=ids, gallery_ids=ids).indices.flatten()  # the item itself is excluded
+    tensor([2, 3, 0, 0])
+    """
+    dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids)
+    n_galleries = dists.n_galleries
+    if isinstance(k, bool) or not isinstance(k, int) or n_galleries == 0 or not 1 <= k <= n_galleries:
+        raise ValueError(f"k must be an integer in [1, n_galleries={n_galleries}], got {k!r}.")
+    if tile_size is not None and tile_size < 1:
+        raise ValueError(f"tile_size must be positive, got {tile_size}.")
+    width = tile_size or min(n_galleries, MAX_TILE_WIDTH)
+    height = tile_size or max(1, TILE_ELEMENTS // width)
+    extra = max(8, k // 4) if extra is None else extra
+    kk = min(n_galleries, k + extra)
+
+    out_d = torch.empty(dists.n_queries, k, dtype=dists.out_dtype, device=dists.device)
+    out_i = torch.empty(dists.n_queries, k, dtype=torch.long, device=dists.device)
+    pending = torch.arange(dists.n_queries, device=dists.device)
+    if dists.symmetric and len(pending):
+        values, cols = _scan_symmetric(dists, kk, tile_size or SYMMETRIC_TILE_SIZE)
+    else:
+        values, cols = _scan(dists, pending, kk, height, width)
+
+    while len(pending):
+        failed = []
+        step = max(1, EXACT_BUDGET // kk)
+        for r0 in range(0, len(pending), step):
+            rows = pending[r0 : r0 + step]
+            d, i, ok = _finalize(dists, rows, values[r0 : r0 + step], cols[r0 : r0 + step], k)
+            out_d[rows[ok]], out_i[rows[ok]] = d[ok], i[ok]
+            failed.append(rows[~ok])
+        pending = torch.cat(failed)
+        if not len(pending):
+            break
+        kk *= 4
+        if kk >= n_galleries:
+            out_d[pending], out_i[pending] = _brute_force(dists, pending, k)
+            break
+        values, cols = _scan(dists, pending, kk, height, width)
+    return KNNResult(out_d, out_i)
+
+
+__all__ = ["KNNResult", "QueryGalleryDistances", "exact_knn", "matmul_unit_roundoff"]
