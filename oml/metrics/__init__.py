@@ -1,0 +1,1 @@
+"""Metrics accumulated over an epoch: ``EmbeddingMetrics`` (retrieval), ``AccuracyOnTriplets``, ``Accumulator``."""
