@@ -13,15 +13,24 @@ TIds = Tuple[Tensor, Tensor, Tensor]
 
 
 def _sample_distinct(total: int, n: int, device: torch.device) -> Tensor:
-    """``n`` distinct integers drawn uniformly from ``[0, total)``, sorted; memory ``O(n)`` for any ``total``."""
+    """``n`` distinct integers drawn uniformly from ``[0, total)``; memory ``O(n)`` for any ``total``.
+
+    Draws are repeated only for the deficit left by collisions with earlier draws (rejection of
+    repeats = sampling without replacement), so the result is a uniform ``n``-subset.
+    """
     if total <= 4 * n:
-        return torch.randperm(total, device=device)[:n].sort().values
-    chosen = torch.empty(0, dtype=torch.long, device=device)
-    while len(chosen) < n:
-        draw = torch.randint(total, (n - len(chosen) + n // 8 + 16,), device=device)
-        chosen = torch.unique(torch.cat([chosen, draw]))
-    # a random n-subset of the distinct draws is a uniform n-subset of [0, total)
-    return chosen[torch.randperm(len(chosen), device=device)[:n]].sort().values
+        return torch.randperm(total, device=device)[:n]
+    chosen = [torch.unique(torch.randint(total, (n,), device=device))]  # sorted blocks
+    n_chosen = len(chosen[0])
+    while n_chosen < n:
+        draw = torch.unique(torch.randint(total, (n - n_chosen,), device=device))
+        for block in chosen:
+            position = torch.searchsorted(block, draw).clamp_max(len(block) - 1)
+            draw = draw[block[position] != draw]
+        if len(draw):
+            chosen.append(draw)
+            n_chosen += len(draw)
+    return torch.cat(chosen)
 
 
 def get_available_triplets(
@@ -32,8 +41,8 @@ def get_available_triplets(
     Vectorised: the ``B x B`` label mask gives the positive pairs, every pair is combined with the
     negatives of its anchor. If there are more than ``max_out_triplets`` triplets, a uniformly random
     subset of that size is returned; it is sampled directly, without listing all triplets first (so
-    memory is ``O(B^2 + max_out_triplets)`` rather than ``O(B^3)``). Triplets come sorted by anchor,
-    then positive, then negative.
+    memory is ``O(B^2 + max_out_triplets)`` rather than ``O(B^3)``). When all triplets are returned, they
+    come sorted by anchor, then positive, then negative.
 
     Args:
         labels: ``[B]`` labels of the batch.
@@ -71,7 +80,7 @@ def get_available_triplets(
         pair_of_tri = torch.searchsorted(ends, flat, right=True)
     offsets = flat - starts[pair_of_tri]
     anchors = ids_a[pair_of_tri]
-    return anchors, ids_p[pair_of_tri], negatives_table[anchors, offsets]
+    return anchors, ids_p[pair_of_tri], negatives_table.reshape(-1).index_select(0, anchors * n + offsets)
 
 
 def get_available_triplets_naive(labels: TLabels, max_out_triplets: int = sys.maxsize) -> TIds:

@@ -128,3 +128,35 @@ def test_errors() -> None:
         TripletLossWithMiner(margin=0.1, miner="hard")
     with pytest.raises(ValueError, match="of the same shape"):
         TripletLoss(margin=0.1)(torch.randn(3, 2), torch.randn(3, 2), torch.randn(2, 2))
+
+
+def test_distance_matrix_path_equals_gathered_triplets_with_duplicates() -> None:
+    # many triplets per sample: distances are read from one distance matrix; check values and gradients
+    features, labels = batch(p=5, k=4, seed=3)
+    with torch.no_grad():
+        features[1] = features[0]  # an upsampled duplicate: distance 0
+    miner = AllTripletsMiner()
+    ids_a, ids_p, ids_n = miner._sample(features, labels)
+    assert len(ids_a) > 8 * len(features)
+    fast = TripletLossWithMiner(margin=0.3, miner=miner)(features, labels)
+    (grad_fast,) = torch.autograd.grad(fast, features)
+    slow = TripletLoss(margin=0.3)(features[ids_a], features[ids_p], features[ids_n])
+    (grad_slow,) = torch.autograd.grad(slow, features)
+    assert torch.allclose(fast, slow)
+    assert torch.isfinite(grad_fast).all()
+    assert torch.allclose(grad_fast, grad_slow, atol=1e-6)
+
+
+class ListLabelsMiner(AllTripletsMiner):
+    """A user miner written against the interface: ``_sample`` gets labels as a list, returns lists."""
+
+    def _sample(self, features, labels):
+        assert isinstance(labels, list)
+        return [0, 1], [1, 0], [2, 3]
+
+
+def test_foreign_in_batch_miner_gets_a_list_of_labels() -> None:
+    features, labels = batch(p=2, k=2)
+    loss = TripletLossWithMiner(margin=0.5, miner=ListLabelsMiner())(features, labels)
+    anchor, positive, negative = features[[0, 1]], features[[1, 0]], features[[2, 3]]
+    assert torch.allclose(loss, loops_reference(anchor, positive, negative, 0.5, "mean"))

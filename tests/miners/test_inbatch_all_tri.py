@@ -89,3 +89,16 @@ def test_errors() -> None:
         AllTripletsMiner().sample(torch.randn(4, 2), [0, 0, 1])
     with pytest.raises(ValueError, match="max_output_triplets must be positive"):
         AllTripletsMiner(max_output_triplets=0)
+
+
+def test_distinct_sampling_by_rejection_is_uniform() -> None:
+    from oml.miners.inbatch_all_tri import _sample_distinct
+
+    torch.manual_seed(0)
+    counts = torch.zeros(50)
+    for _ in range(4000):
+        drawn = _sample_distinct(50, 12, torch.device("cpu"))  # 50 > 4 * 12: the rejection path
+        assert len(torch.unique(drawn)) == 12
+        counts[drawn] += 1
+    expected = 4000 * 12 / 50
+    assert ((counts / expected - 1).abs() < 0.1).all()
