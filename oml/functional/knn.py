@@ -31,6 +31,7 @@ TILE_ELEMENTS = 2**24  # values in a distance tile (64 MB in float32)
 MAX_TILE_WIDTH = 2**15  # galleries in a tile: wide tiles amortise the per-row cost of the selection
 SYMMETRIC_TILE_SIZE = 4096  # square tiles of the symmetric mode
 SUB_BLOCK = 32  # the minima of sub-blocks of this size pre-select the candidates inside a tile
+CHUNK = 8192  # rows centred at once when the GEMM operands are prepared
 EXACT_BUDGET = 2**22  # values gathered at once by the exact recomputation (and candidates finalised at once)
 
 
@@ -120,31 +121,45 @@ class QueryGalleryDistances:
         if (self.query_ids is None) != (self.gallery_ids is None):
             raise ValueError("query_ids and gallery_ids must be given together.")
 
-        self.query_sq_norms = self.queries.double().square().sum(dim=1)
-        self.gallery_sq_norms = self.query_sq_norms if self.symmetric else self.galleries.double().square().sum(dim=1)
-        # gallery side of the GEMM: [g, |g|^2, 1]; query side (built per tile): [-2 q, 1, |q|^2]
-        self.gallery_aug = torch.cat(
-            [
-                self.galleries,
-                self.gallery_sq_norms.to(compute_dtype)[:, None],
-                torch.ones(self.n_galleries, 1, dtype=compute_dtype, device=self.device),
-            ],
-            dim=1,
-        )
+        # The GEMM runs on data centred at the galleries' mean (distances do not change, the error bound
+        # shrinks for embeddings far from the origin). Gallery side: [g', |g'|^2, 1]; query side (built per
+        # tile): [-2 q', 1, |q'|^2], where x' = fl(x - centre).
+        self.center = self.galleries.double().mean(dim=0) if self.n_galleries else torch.zeros(self.dim).double()
+        self.gallery_aug = torch.empty(self.n_galleries, self.dim + 2, dtype=compute_dtype, device=self.device)
+        for i in range(0, self.n_galleries, CHUNK):
+            centred = self._centred(self.galleries[i : i + CHUNK])
+            self.gallery_aug[i : i + CHUNK, : self.dim] = centred
+            self.gallery_aug[i : i + CHUNK, self.dim] = centred.double().square().sum(dim=1).to(compute_dtype)
+        self.gallery_aug[:, self.dim + 1] = 1
         self._masked = self._find_masked_pairs()
-        self.max_gallery_norm = float(self.gallery_sq_norms.max().sqrt()) if self.n_galleries else 0.0
 
+        gallery_norms = self.gallery_aug[:, self.dim].double().sqrt()
+        if self.symmetric:
+            query_norms = gallery_norms
+        else:
+            query_norms = torch.cat(
+                [
+                    self._centred(self.queries[i : i + CHUNK]).double().norm(dim=1)
+                    for i in range(0, self.n_queries, CHUNK)
+                ]
+                or [torch.zeros(0, dtype=torch.float64, device=self.device)]
+            )
+        max_gallery_norm = float(gallery_norms.max()) if self.n_galleries else 0.0
         u = matmul_unit_roundoff(compute_dtype, self.device)
         n_terms = self.dim + 2
         if n_terms * u >= 0.5:
             raise ValueError(f"The GEMM precision (unit round-off {u}) is too low for dimension {self.dim}.")
         gamma = n_terms * u / (1 - n_terms * u)
-        scale = (self.query_sq_norms.sqrt() + self.max_gallery_norm) ** 2
-        #: per query: |GEMM value - true squared distance| <= error_bound
-        self.error_bound = ((gamma * (1 + u) + u) * scale).cpu()
-        u_out = 2.0**-24 if compute_dtype == torch.float32 else 2.0**-53
-        # the final rounding to out_dtype merges values that differ by a relative 2 u_out in distance
-        self._rounding_margin = (8 * u_out + 1e-15) * scale.cpu()
+        u_data = 2.0**-24 if compute_dtype == torch.float32 else 2.0**-53
+        scale = ((query_norms + max_gallery_norm) * (1 + 2 * u_data)) ** 2
+        #: per query: |GEMM value - true squared distance| <= error_bound. Terms: the dot product (gamma),
+        #: the rounding of the squared norms (u) and of the centred data (3 u_data).
+        self.error_bound = ((gamma * (1 + u) + u + 4 * u_data) * scale).cpu()
+        # the final rounding to out_dtype merges values that differ by a relative 2 u_data in distance
+        self._rounding_margin = (8 * u_data + 1e-15) * scale.cpu()
+
+    def _centred(self, x: Tensor) -> Tensor:
+        return (x.double() - self.center).to(self.queries.dtype)
 
     # ------------------------------------------------------------------ masks
     def _find_masked_pairs(self) -> Optional[Tensor]:
@@ -174,9 +189,9 @@ class QueryGalleryDistances:
 
     # ------------------------------------------------------------------ tiles
     def _query_aug(self, rows: Tensor) -> Tensor:
-        q = self.queries[rows]
+        q = self._centred(self.queries[rows])
         ones = torch.ones(len(q), 1, dtype=q.dtype, device=q.device)
-        return torch.cat([q * -2, ones, self.query_sq_norms[rows].to(q.dtype)[:, None]], dim=1)
+        return torch.cat([q * -2, ones, q.double().square().sum(dim=1).to(q.dtype)[:, None]], dim=1)
 
     def tiles(self, rows: Tensor, height: int, width: int) -> Iterator[Tuple[int, Tensor, int, Tensor]]:
         """Yield ``(offset, query_rows, gallery_start, tile)`` with the GEMM squared distances (masked).

@@ -1,0 +1,170 @@
+import pytest
+import torch
+
+import oml.functional.knn as knn_module
+from oml.functional.knn import QueryGalleryDistances, exact_knn, matmul_unit_roundoff
+
+
+def dense_oracle(queries, galleries, k, query_ids=None, gallery_ids=None):
+    """Brute force: float64 differences rounded to float32, same-id pairs inf, order by (distance, index)."""
+    dist = (queries.double()[:, None, :] - galleries.double()[None, :, :]).square().sum(-1).sqrt()
+    dist = dist.to(torch.promote_types(queries.dtype, torch.float32))
+    if query_ids is not None:
+        dist[query_ids[:, None] == gallery_ids[None, :]] = float("inf")
+    order = torch.argsort(dist, dim=1, stable=True)[:, :k]
+    return dist.gather(1, order), order
+
+
+def assert_same_as_oracle(queries, galleries, k, query_ids=None, gallery_ids=None, **kwargs):
+    result = exact_knn(queries, galleries, k, query_ids, gallery_ids, **kwargs)
+    expected_d, expected_i = dense_oracle(queries, galleries, k, query_ids, gallery_ids)
+    assert torch.equal(result.indices, expected_i)
+    assert torch.equal(result.distances, expected_d)
+    return result
+
+
+@pytest.mark.parametrize(
+    "n_queries,n_galleries,dim,k,tile_size",
+    [
+        (37, 101, 8, 5, 16),  # tile size does not divide Q nor G
+        (64, 128, 4, 3, 32),  # it divides both
+        (200, 2100, 16, 10, 1000),  # wide tiles with sub-block pre-selection and a remainder
+        (300, 700, 3, 1, None),  # default tiling
+        (25, 40, 5, 40, 7),  # k == G
+    ],
+)
+def test_separate_sets_equal_oracle(n_queries, n_galleries, dim, k, tile_size):
+    torch.manual_seed(n_queries)
+    queries, galleries = torch.randn(n_queries, dim), torch.randn(n_galleries, dim)
+    assert_same_as_oracle(queries, galleries, k, tile_size=tile_size)
+
+
+@pytest.mark.parametrize("n,k,tile_size", [(150, 5, 32), (1200, 7, 500), (301, 300, 64), (90, 4, None)])
+def test_symmetric_mode_equals_oracle(n, k, tile_size):
+    torch.manual_seed(n)
+    x = torch.randn(n, 6)
+    ids = torch.arange(n)
+    result = assert_same_as_oracle(x, x, k, ids, ids, tile_size=tile_size)
+    assert not (result.indices[:, : min(k, n - 1)] == ids[:, None]).any()  # the sample itself is excluded
+
+
+def test_overlapping_sets_with_ids():
+    torch.manual_seed(1)
+    x = torch.randn(500, 8)
+    query_rows, gallery_rows = torch.arange(0, 300), torch.arange(150, 500)
+    queries, galleries = x[query_rows], x[gallery_rows]
+    assert_same_as_oracle(queries, galleries, 6, query_rows, gallery_rows, tile_size=64)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_ties_and_duplicates(symmetric):
+    torch.manual_seed(2)
+    x = torch.randint(0, 3, (600, 3)).float()  # 27 distinct points: massive exact ties
+    ids = torch.arange(600)
+    galleries, gallery_ids = (x, ids) if symmetric else (x.clone(), ids.clone())
+    assert_same_as_oracle(x, galleries, 9, ids, gallery_ids, tile_size=128)
+
+
+def test_uncertified_queries_are_searched_again(monkeypatch):
+    torch.manual_seed(3)
+    x = torch.cat([torch.zeros(60, 4), torch.randn(400, 4)])  # 60 duplicates: near-ties around the 5th neighbour
+    ids = torch.arange(len(x))
+    calls = {"scan": 0, "brute": 0}
+    scan, brute = knn_module._scan, knn_module._brute_force
+
+    def counting_scan(*args, **kwargs):
+        calls["scan"] += 1
+        return scan(*args, **kwargs)
+
+    def counting_brute(*args, **kwargs):
+        calls["brute"] += 1
+        return brute(*args, **kwargs)
+
+    monkeypatch.setattr(knn_module, "_scan", counting_scan)
+    monkeypatch.setattr(knn_module, "_brute_force", counting_brute)
+    assert_same_as_oracle(x, x.clone(), 5, ids, ids.clone(), extra=2, tile_size=100)
+    assert calls["scan"] >= 2 or calls["brute"] >= 1
+
+
+def test_cancellation_prone_data():
+    # large common offset: |q|^2 + |g|^2 - 2 q.g cancels catastrophically in float32
+    torch.manual_seed(4)
+    x = 1000.0 + 0.01 * torch.randn(300, 16)
+    ids = torch.arange(300)
+    assert_same_as_oracle(x, x, 5, ids, ids, tile_size=64)
+    assert_same_as_oracle(x[:100], x, 5, tile_size=64)
+
+
+def test_float64_and_float16_inputs():
+    torch.manual_seed(5)
+    x64 = torch.randn(80, 4, dtype=torch.float64)
+    result = exact_knn(x64, x64.clone(), 3)
+    assert result.distances.dtype == torch.float64
+    expected = torch.cdist(x64, x64, compute_mode="donot_use_mm_for_euclid_dist").sort(dim=1)
+    assert torch.allclose(result.distances, expected.values[:, :3], rtol=1e-12, atol=0)
+    x16 = torch.randn(50, 4).half()
+    result16 = exact_knn(x16, x16.clone(), 2)
+    assert result16.distances.dtype == torch.float32
+    assert torch.equal(result16.indices, dense_oracle(x16.float(), x16.float(), 2)[1])
+
+
+def test_error_bound_holds_for_every_tile():
+    torch.manual_seed(6)
+    queries = torch.randn(70, 32) * torch.rand(70, 1) * 10
+    galleries = 3.0 + torch.randn(90, 32)
+    dists = QueryGalleryDistances(queries, galleries)
+    truth = (queries.double()[:, None] - galleries.double()[None]).square().sum(-1)
+    seen = torch.zeros(70, 90, dtype=torch.int)
+    for _, rows, c0, tile in dists.tiles(torch.arange(70), 32, 40):
+        error = (tile.double() - truth[rows, c0 : c0 + tile.shape[1]]).abs()
+        assert (error <= dists.error_bound[rows][:, None]).all()
+        seen[rows, c0 : c0 + tile.shape[1]] += 1
+    assert (seen == 1).all()
+
+
+def test_symmetric_tiles_cover_every_pair_once():
+    x = torch.randn(50, 3)
+    ids = torch.arange(50)
+    dists = QueryGalleryDistances(x, x, ids, ids)
+    assert dists.symmetric
+    seen = torch.zeros(50, 50, dtype=torch.int)
+    for r0, c0, tile in dists.symmetric_tiles(16):
+        seen[r0 : r0 + tile.shape[0], c0 : c0 + tile.shape[1]] += 1
+        if r0 != c0:
+            seen[c0 : c0 + tile.shape[1], r0 : r0 + tile.shape[0]] += 1
+        assert torch.isinf(tile[(ids[r0 : r0 + tile.shape[0], None] == ids[None, c0 : c0 + tile.shape[1]])]).all()
+    assert (seen == 1).all()
+
+
+def test_matmul_unit_roundoff_follows_the_precision_setting():
+    previous = torch.get_float32_matmul_precision()
+    try:
+        assert matmul_unit_roundoff(torch.float32, torch.device("cpu")) == 2.0**-24
+        torch.set_float32_matmul_precision("medium")
+        assert matmul_unit_roundoff(torch.float32, torch.device("cpu")) == 2.0**-8
+        assert matmul_unit_roundoff(torch.float64, torch.device("cpu")) == 2.0**-53
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def test_bad_inputs():
+    x = torch.randn(10, 4)
+    bad = x.clone()
+    bad[3, 1] = float("nan")
+    bad[7, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"2 of 10 rows.*\[3, 7\]"):
+        exact_knn(bad, x, 2)
+    with pytest.raises(ValueError, match="k must be"):
+        exact_knn(x, x, 11)
+    with pytest.raises(ValueError, match="k must be"):
+        exact_knn(x, x, 0)
+    with pytest.raises(ValueError, match="same dimension"):
+        exact_knn(x, torch.randn(5, 3), 1)
+    with pytest.raises(ValueError, match="2D"):
+        exact_knn(x[0], x, 1)
+    with pytest.raises(ValueError, match="given together"):
+        exact_knn(x, x, 1, query_ids=torch.arange(10))
+    with pytest.raises(ValueError, match="k must be"):
+        exact_knn(x, x[:0], 1)
+    empty = exact_knn(x[:0], x, 3)
+    assert empty.indices.shape == (0, 3)
