@@ -9,6 +9,7 @@
 
 import hashlib
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -94,7 +95,9 @@ def load_torchscript_state_dict(path: TPath, expected_md5: str, submodule: Optio
         raise UnsafeCheckpointError(
             f"Refused to open the TorchScript archive {path}: its md5 is {actual}, expected {expected_md5}."
         )
-    module = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():  # torch deprecates TorchScript, but it is the format of these releases
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu")
     if submodule is not None:
         module = getattr(module, submodule)
     return {key: value.detach().clone() for key, value in module.state_dict().items()}

@@ -87,8 +87,9 @@ def export_to_torchscript(
     with temporary_setting_model_mode(model, set_train=False), torch.no_grad(), warnings.catch_warnings():
         # the image size is fixed on purpose, so the tracer's notes about constant shapes are expected
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in torch, but asked for here
         traced = torch.jit.trace(model, example, check_trace=False)
-    torch.jit.save(traced, str(path))
+        torch.jit.save(traced, str(path))
     return path
 
 
