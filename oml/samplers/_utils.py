@@ -100,16 +100,32 @@ def sample_members(rng: np.random.Generator, groups: Groups, group_ids: np.ndarr
     return groups.order[groups.starts[group_ids][:, None] + offsets]
 
 
-def make_rng(seed: Optional[int], state: Optional[np.random.Generator]) -> np.random.Generator:
+def make_rng(seed: Optional[int], epoch: int) -> np.random.Generator:
     """The generator for one epoch.
 
-    With an explicit ``seed`` the sampler owns a generator (``state``) that advances epoch after epoch;
-    otherwise a fresh one is seeded from numpy's global state, so ``set_global_seed`` makes epochs
-    reproducible (and equal on all DDP processes seeded alike).
+    With an explicit ``seed`` it is seeded by ``(seed, epoch)``, so an epoch can be reproduced alone
+    (e.g. when training resumes); otherwise it is seeded from numpy's global state, so
+    ``set_global_seed`` makes epochs reproducible (and equal on all DDP processes seeded alike).
     """
-    if seed is not None and state is not None:
-        return state
+    if seed is not None:
+        return np.random.default_rng((seed, epoch))
     return np.random.default_rng(np.random.randint(0, 2**31 - 1, size=4))
+
+
+class EpochMixin:
+    """``set_epoch(epoch)`` as in ``DistributedSampler``; ``__iter__`` moves to the next epoch by itself."""
+
+    seed: Optional[int]
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch the next iteration draws (it matters when the sampler has its own ``seed``)."""
+        self.epoch = int(epoch)
+
+    def _epoch_rng(self) -> np.random.Generator:
+        rng = make_rng(self.seed, self.epoch)
+        self.epoch += 1
+        return rng
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
@@ -166,6 +182,7 @@ __all__ = [
     "sample_subsets",
     "sample_members",
     "make_rng",
+    "EpochMixin",
     "check_positive_int",
     "check_enough_instances",
     "group_labels_by_category",

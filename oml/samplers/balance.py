@@ -6,17 +6,17 @@ import numpy as np
 
 from oml.interfaces.samplers import IBatchSampler
 from oml.samplers._utils import (
+    EpochMixin,
     Groups,
     TLabelsInput,
     check_enough_instances,
     check_positive_int,
     labels_to_array,
-    make_rng,
     sample_members,
 )
 
 
-class BalanceSampler(IBatchSampler):
+class BalanceSampler(EpochMixin, IBatchSampler):
     """Batches of ``n_labels`` distinct labels x ``n_instances`` samples of each (P x K sampling).
 
     Every epoch the labels are shuffled and cut into ``len(self) = n_unique_labels // n_labels``
@@ -31,8 +31,9 @@ class BalanceSampler(IBatchSampler):
         labels: the label of every sample of the dataset (``dataset.get_labels()``).
         n_labels: labels per batch (P), ``2 <= n_labels <= number of distinct labels``.
         n_instances: samples per label (K), at least 2.
-        seed: optional seed of a generator owned by the sampler; by default every epoch draws its
-            seed from numpy's global random state (so ``set_global_seed`` makes runs reproducible).
+        seed: optional seed of the sampler's own generator: epoch ``e`` is drawn from ``(seed, e)``
+            (see ``set_epoch``); by default every epoch draws its seed from numpy's global random state
+            (so ``set_global_seed`` makes runs reproducible).
 
     Raises:
         ValueError: if ``n_labels`` exceeds the number of labels or a label has a single sample.
@@ -58,7 +59,7 @@ class BalanceSampler(IBatchSampler):
         self.n_labels = int(n_labels)
         self.n_instances = int(n_instances)
         self.seed = seed
-        self._rng = np.random.default_rng(seed) if seed is not None else None
+        self.epoch = 0
 
     @property
     def batch_size(self) -> int:
@@ -70,7 +71,7 @@ class BalanceSampler(IBatchSampler):
 
     def sample_epoch(self) -> np.ndarray:
         """All batches of one epoch as an array ``[len(self), batch_size]`` of sample indices."""
-        rng = make_rng(self.seed, self._rng)
+        rng = self._epoch_rng()
         n_batches = len(self)
         chosen_labels = rng.permutation(len(self._groups))[: n_batches * self.n_labels]
         ids = sample_members(rng, self._groups, chosen_labels, self.n_instances)

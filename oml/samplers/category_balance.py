@@ -7,18 +7,18 @@ import numpy as np
 
 from oml.interfaces.samplers import IBatchSampler
 from oml.samplers._utils import (
+    EpochMixin,
     Groups,
     TLabelsInput,
     check_enough_instances,
     check_positive_int,
     group_labels_by_category,
     labels_to_array,
-    make_rng,
     sample_members,
 )
 
 
-class CategoryBalanceSampler(IBatchSampler):
+class CategoryBalanceSampler(EpochMixin, IBatchSampler):
     """Batches of ``n_categories`` distinct categories, ``n_labels`` labels of each, ``n_instances`` samples per label.
 
     Batches are drawn independently of each other (labels repeat across the batches of an epoch);
@@ -36,7 +36,8 @@ class CategoryBalanceSampler(IBatchSampler):
         n_instances: samples per label.
         resample_labels: allow repeating labels of categories that have fewer than ``n_labels`` labels.
         weight_categories: sample categories proportionally to their number of labels.
-        seed: optional seed of the sampler's own generator (default: numpy's global random state).
+        seed: optional seed of the sampler's own generator, epoch ``e`` is drawn from ``(seed, e)``
+            (default: numpy's global random state).
 
     >>> labels = [0, 0, 1, 1, 2, 2, 3, 3]
     >>> sampler = CategoryBalanceSampler(labels, {0: "a", 1: "a", 2: "b", 3: "b"}, 1, 2, 2, seed=0)
@@ -84,7 +85,7 @@ class CategoryBalanceSampler(IBatchSampler):
         self.resample_labels = resample_labels
         self.weight_categories = weight_categories
         self.seed = seed
-        self._rng = np.random.default_rng(seed) if seed is not None else None
+        self.epoch = 0
         weights = self._categories.counts.astype(np.float64) if weight_categories else np.ones(len(self._categories))
         self._log_weights = np.log(weights / weights.sum())
 
@@ -98,7 +99,7 @@ class CategoryBalanceSampler(IBatchSampler):
 
     def sample_epoch(self) -> np.ndarray:
         """All batches of one epoch as an array ``[len(self), batch_size]`` of sample indices."""
-        rng = make_rng(self.seed, self._rng)
+        rng = self._epoch_rng()
         n_batches = len(self)
         # weighted sampling of categories without replacement: Gumbel top-k
         keys = self._log_weights[None, :] + rng.gumbel(size=(n_batches, len(self._categories)))

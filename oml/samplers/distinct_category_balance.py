@@ -6,18 +6,18 @@ import numpy as np
 
 from oml.interfaces.samplers import IBatchSampler
 from oml.samplers._utils import (
+    EpochMixin,
     Groups,
     TLabelsInput,
     check_enough_instances,
     check_positive_int,
     group_labels_by_category,
     labels_to_array,
-    make_rng,
     sample_members,
 )
 
 
-class DistinctCategoryBalanceSampler(IBatchSampler):
+class DistinctCategoryBalanceSampler(EpochMixin, IBatchSampler):
     """Batches of ``n_categories`` categories x ``n_labels`` labels x ``n_instances`` samples, labels not repeated.
 
     The labels of every category are shuffled and consumed without repetition: a batch takes the
@@ -33,7 +33,8 @@ class DistinctCategoryBalanceSampler(IBatchSampler):
         n_labels: labels per category in a batch; every category needs at least that many labels.
         n_instances: samples per label (labels with fewer samples are upsampled).
         epoch_size: batches per epoch.
-        seed: optional seed of the sampler's own generator (default: numpy's global random state).
+        seed: optional seed of the sampler's own generator, epoch ``e`` is drawn from ``(seed, e)``
+            (default: numpy's global random state).
 
     >>> labels = [0, 0, 1, 1, 2, 2, 3, 3]
     >>> sampler = DistinctCategoryBalanceSampler(labels, {0: 0, 1: 0, 2: 1, 3: 1}, 2, 1, 2, epoch_size=2, seed=0)
@@ -76,7 +77,7 @@ class DistinctCategoryBalanceSampler(IBatchSampler):
         self.n_instances = int(n_instances)
         self.epoch_size = int(epoch_size)
         self.seed = seed
-        self._rng = np.random.default_rng(seed) if seed is not None else None
+        self.epoch = 0
 
     @property
     def batch_size(self) -> int:
@@ -91,7 +92,7 @@ class DistinctCategoryBalanceSampler(IBatchSampler):
 
     def sample_epoch(self) -> np.ndarray:
         """All batches of one epoch as an array ``[len(self), batch_size]`` of sample indices."""
-        rng = make_rng(self.seed, self._rng)
+        rng = self._epoch_rng()
         queues = self._new_round(rng)
         pointers = np.zeros(len(self._categories), dtype=np.int64)
         chosen = np.empty((self.epoch_size, self.n_categories, self.n_labels), dtype=np.int64)

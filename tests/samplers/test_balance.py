@@ -161,3 +161,33 @@ def test_subsets_of_small_sets_take_everything_then_repeat() -> None:
     assert set(picks[1].tolist()) == {0, 1, 2}
     assert len(set(picks[2].tolist())) == 5
     assert (picks < np.array([2, 3, 7])[:, None]).all()
+
+
+def test_set_epoch_reproduces_an_epoch_with_own_seed() -> None:
+    labels = random_labels(n_labels=30, min_count=2, max_count=6, seed=1)
+    sampler = BalanceSampler(labels, 4, 3, seed=11)
+    epochs = [list(sampler) for _ in range(3)]
+    resumed = BalanceSampler(labels, 4, 3, seed=11)
+    resumed.set_epoch(2)
+    assert list(resumed) == epochs[2]
+    assert list(resumed) != epochs[2]  # moved on to epoch 3 by itself
+
+
+@pytest.mark.parametrize("own_seed", [None, 3])
+def test_processes_of_ddp_draw_the_same_epoch(own_seed) -> None:
+    from oml.ddp.patching import DDPSamplerWrapper
+
+    labels = random_labels(n_labels=40, min_count=2, max_count=5, seed=2)
+    # each "process" builds its own sampler; the wrapper gives each one its share of the same epoch
+    wrappers = [
+        DDPSamplerWrapper(BalanceSampler(labels, 4, 2, seed=own_seed), rank=rank, world_size=2) for rank in (0, 1)
+    ]
+    for epoch in range(2):
+        shares = []
+        for wrapper in wrappers:
+            np.random.seed(1000 * wrapper.rank + epoch)  # whatever else the processes did with the global state
+            wrapper.set_epoch(epoch)
+            shares.append(list(wrapper))
+        assert len(shares[0]) == len(shares[1]) == 5
+        used = [label for share in shares for batch in share for label in set(labels[batch].tolist())]
+        assert len(used) == len(set(used)) == 40  # together: one epoch, every label once
