@@ -193,6 +193,9 @@ class TripletLossWithMiner(ITripletLossWithMiner):
         self.need_logs = need_logs
         self.last_logs: Dict[str, float] = {}
 
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, miner={self.miner!r}, reduction={self.reduction!r}, need_logs={self.need_logs}"
+
     def _distances(self, features: Tensor, labels: TLabels) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         """Distances anchor-positive and anchor-negative of the mined triplets (and ``is_original`` if any)."""
         if isinstance(self.miner, ITripletsMinerInBatch):

@@ -1,5 +1,6 @@
 """Tensor helpers shared by the miners: labels as tensors, distance matrices for mining, masks."""
 
+import inspect
 from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
@@ -174,6 +175,16 @@ class RingBank:
 
 TLogs = Dict[str, float]
 
+
+class ReprMixin:
+    """``ClassName(arg=value, ...)`` built from the constructor arguments stored under the same names."""
+
+    def __repr__(self) -> str:
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in names if hasattr(self, n))
+        return f"{type(self).__name__}({args})"
+
+
 __all__ = [
     "labels_to_tensor",
     "check_features_and_labels",
@@ -183,4 +194,5 @@ __all__ = [
     "check_range",
     "RingBank",
     "TLogs",
+    "ReprMixin",
 ]

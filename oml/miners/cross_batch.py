@@ -6,11 +6,11 @@ import torch
 from torch import Tensor
 
 from oml.interfaces.miners import ITripletsMiner, TLabels
-from oml.miners._utils import RingBank, TLogs, check_features_and_labels, labels_to_tensor
+from oml.miners._utils import ReprMixin, RingBank, TLogs, check_features_and_labels, labels_to_tensor
 from oml.miners.inbatch_all_tri import get_available_triplets
 
 
-class TripletMinerWithMemory(ITripletsMiner):
+class TripletMinerWithMemory(ReprMixin, ITripletsMiner):
     """All triplets of the batch plus ``(tri_expand_k - 1)`` times as many with negatives from a memory bank.
 
     The bank keeps the (detached) features and labels of the last ``bank_size_in_batches`` batches
@@ -81,6 +81,14 @@ class TripletMinerWithMemory(ITripletsMiner):
         offset = torch.minimum(offset, (n_other - 1).clamp_min(0))
         position = torch.where(offset < start, offset, offset + count_same).clamp_max(max(len(bank_labels) - 1, 0))
         return order[position], found
+
+    @staticmethod
+    def take_tri_by_mask(ids_a: Tensor, ids_p: Tensor, mask_neg: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """For every pair ``(ids_a[i], ids_p[i])``, a uniformly random negative among the ``True`` columns of
+        ``mask_neg[i]``; pairs without any allowed negative are dropped."""
+        scores = torch.rand(mask_neg.shape, device=mask_neg.device).masked_fill_(~mask_neg, -1.0)
+        found = mask_neg.any(dim=1)
+        return ids_a[found], ids_p[found], scores.argmax(dim=1)[found]
 
     def sample(self, features: Tensor, labels: TLabels) -> Tuple[Tensor, Tensor, Tensor, Tensor]:  # type: ignore[override]
         """Mine triplets.

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from oml.interfaces.miners import ITripletsMinerInBatch, TLabels, TTriplets
-from oml.miners._utils import TLogs, check_features_and_labels, labels_to_tensor
+from oml.miners._utils import ReprMixin, TLogs, check_features_and_labels, labels_to_tensor
 
 TIds = Tuple[Tensor, Tensor, Tensor]
 
@@ -107,7 +107,7 @@ def get_available_triplets_naive(labels: TLabels, max_out_triplets: int = sys.ma
     return ids[:, 0], ids[:, 1], ids[:, 2]
 
 
-class AllTripletsMiner(ITripletsMinerInBatch):
+class AllTripletsMiner(ReprMixin, ITripletsMinerInBatch):
     """All valid triplets of the batch, randomly subsampled to at most ``max_output_triplets``.
 
     A P x K batch has ``P*K * (K-1) * (P-1)*K`` triplets (15.5M for 64 x 16): bound

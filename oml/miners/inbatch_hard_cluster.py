@@ -4,10 +4,10 @@ import torch
 from torch import Tensor
 
 from oml.interfaces.miners import ITripletsMiner, TLabels, TTriplets
-from oml.miners._utils import TLogs, check_features_and_labels, labels_to_tensor, mining_distances
+from oml.miners._utils import ReprMixin, TLogs, check_features_and_labels, labels_to_tensor, mining_distances
 
 
-class HardClusterMiner(ITripletsMiner):
+class HardClusterMiner(ReprMixin, ITripletsMiner):
     """One triplet per label, built from the label centres (`Hard cluster loss <https://arxiv.org/abs/1812.10325>`_).
 
     For every label in the batch: the anchor is the mean of its features, the positive is its sample

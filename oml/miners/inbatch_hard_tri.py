@@ -6,10 +6,17 @@ import torch
 from torch import Tensor
 
 from oml.interfaces.miners import ITripletsMinerInBatch, TLabels, TTriplets
-from oml.miners._utils import TLogs, check_features_and_labels, labels_to_tensor, mining_distances, same_label_masks
+from oml.miners._utils import (
+    ReprMixin,
+    TLogs,
+    check_features_and_labels,
+    labels_to_tensor,
+    mining_distances,
+    same_label_masks,
+)
 
 
-class HardTripletsMiner(ITripletsMinerInBatch):
+class HardTripletsMiner(ReprMixin, ITripletsMinerInBatch):
     """For every anchor: its hardest positive (maximal distance) and hardest negative (minimal distance).
 
     One triplet per anchor (`Hermans et al., 2017 <https://arxiv.org/abs/1703.07737>`_); anchors

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from oml.interfaces.miners import ITripletsMinerInBatch, TLabels, TTriplets
 from oml.miners._utils import (
+    ReprMixin,
     TLogs,
     check_features_and_labels,
     check_range,
@@ -19,7 +20,7 @@ from oml.miners._utils import (
 TRange = Union[int, Tuple[int, int]]
 
 
-class NHardTripletsMiner(ITripletsMinerInBatch):
+class NHardTripletsMiner(ReprMixin, ITripletsMinerInBatch):
     """For every anchor, its ``n_positive`` hardest positives x ``n_negative`` hardest negatives.
 
     A range ``(min, max)`` takes the positives (negatives) of hardness ranks ``min .. max - 1``, rank 0

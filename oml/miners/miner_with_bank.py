@@ -7,6 +7,7 @@ from torch import Tensor
 
 from oml.interfaces.miners import ITripletsMiner, TLabels, TTriplets
 from oml.miners._utils import (
+    ReprMixin,
     RingBank,
     TLogs,
     check_features_and_labels,
@@ -19,7 +20,7 @@ from oml.miners.inbatch_hard_tri import HardTripletsMiner
 from oml.miners.inbatch_nhard_tri import NHardTripletsMiner
 
 
-class MinerWithBank(ITripletsMiner):
+class MinerWithBank(ReprMixin, ITripletsMiner):
     """Anchors from the batch; their hard positives and negatives from the batch and a memory bank.
 
     The bank keeps the detached features and labels of the last ``bank_size_in_batches`` batches.

@@ -6,11 +6,11 @@ import torch
 from torch import Tensor
 
 from oml.interfaces.miners import TLabels
-from oml.miners._utils import TLogs, check_features_and_labels, labels_to_tensor
+from oml.miners._utils import ReprMixin, TLogs, check_features_and_labels, labels_to_tensor
 from oml.miners.inbatch_hard_tri import HardTripletsMiner
 
 
-class PairsMiner:
+class PairsMiner(ReprMixin):
     """Unique pairs ``(i, j)`` of a batch with the target ``is_negative``.
 
     With ``hard_mining`` the pairs are taken apart from the batch-hard triplets of

@@ -90,3 +90,18 @@ def test_errors() -> None:
         TripletMinerWithMemory(bank_size_in_batches=0, tri_expand_k=2)
     with pytest.raises(TypeError, match="labels must be integers"):
         TripletMinerWithMemory(2, 2).sample(torch.randn(4, 2), ["a", "a", "b", "b"])
+
+
+def test_take_tri_by_mask() -> None:
+    torch.manual_seed(0)
+    mask = torch.tensor([[False, True, True, False], [False, False, False, False], [True, False, False, False]])
+    take = TripletMinerWithMemory.take_tri_by_mask
+    ids_a, ids_p, ids_n = take(torch.tensor([0, 1, 2]), torch.tensor([5, 6, 7]), mask)
+    assert ids_a.tolist() == [0, 2] and ids_p.tolist() == [5, 7] and ids_n[1] == 0 and ids_n[0] in (1, 2)
+    many = mask[[0] * 4000]
+    _, _, picks = take(torch.zeros(4000).long(), torch.zeros(4000).long(), many)
+    assert abs(float((picks == 1).float().mean()) - 0.5) < 0.05
+
+
+def test_repr() -> None:
+    assert repr(TripletMinerWithMemory(2, 3)) == "TripletMinerWithMemory(bank_size_in_batches=2, tri_expand_k=3)"
