@@ -35,6 +35,7 @@ def export_to_onnx(
     input_size: Tuple[int, int] = (224, 224),
     opset: int = 18,
     batch_size: int = 2,
+    dynamo: bool = True,
 ) -> Path:
     """Write ``model`` (in eval mode) as an ONNX graph with input ``images [B, 3, H, W]`` and output ``embeddings``.
 
@@ -44,6 +45,8 @@ def export_to_onnx(
         input_size: ``(H, W)`` of the images the graph will take.
         opset: the ONNX opset version.
         batch_size: batch size of the example used for tracing (the exported batch size is dynamic).
+        dynamo: use torch's ``torch.export``-based exporter (the supported one); False uses the older
+            TorchScript-based exporter, which is several times faster but deprecated by torch.
 
     Returns:
         The path of the written file.
@@ -51,20 +54,18 @@ def export_to_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     example = _example_input(model, input_size, batch_size)
+    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
     with temporary_setting_model_mode(model, set_train=False), torch.no_grad():
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            opset_version=opset,
-            dynamo=True,
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            external_data=False,
-            optimize=False,
-            verbose=False,
-        )
+        if dynamo:
+            dynamic = {"dynamic_shapes": ({0: torch.export.Dim("batch")},)}
+            torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, optimize=False,
+                              verbose=False, **dynamic, **names)  # fmt: skip
+        else:
+            with warnings.catch_warnings():  # it traces: the notes about shapes fixed at export are expected
+                warnings.simplefilter("ignore", DeprecationWarning)
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                dynamic = {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
+                torch.onnx.export(model, (example,), str(path), dynamo=False, **dynamic, **names)
     return path
 
 

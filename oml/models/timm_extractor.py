@@ -14,20 +14,14 @@ from oml.utils.misc_torch import normalise
 
 _MIIL_URL = "https://miil-public-eu.oss-eu-central-1.aliyuncs.com/model-zoo/ImageNet_21K_P/models"
 
-# MIIL trained and evaluated the ImageNet-21K-P models on 224 x 224 images scaled to [0, 1], not normalised
-_MIIL_TRANSFORMS = {
-    "name": "norm_resize_torch",
-    "args": {"im_size": 224, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
-}
-
-
 def _miil(path: str, arch: str) -> Dict[str, Any]:
+    # MIIL trained and evaluated these models on 224 x 224 images scaled to [0, 1], not normalised
     return {
         "url": [f"{_MIIL_URL}/{path}"],
         "hash": None,  # the model card publishes no checksum
         "fname": path.split("/")[-1],
         "init_args": {"arch": arch, "normalise_features": False},
-        "transforms": _MIIL_TRANSFORMS,
+        "transforms": {"name": "norm_resize_torch", "args": {"im_size": 224, "mean": [0.0] * 3, "std": [1.0] * 3}},
     }
 
 

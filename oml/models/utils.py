@@ -1,7 +1,7 @@
 """State-dict helpers shared by the extractors: prefixes, filtering, and patches for TorchScript graphs."""
 
 from contextlib import contextmanager
-from typing import Dict, Iterable, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -96,8 +96,10 @@ def init_on_meta(enabled: bool = True) -> Iterator[None]:
         yield
 
 
-def materialise(module: nn.Module, device: str = "cpu") -> nn.Module:
+def materialise(module: nn.Module, device: Optional[Union[str, torch.device]] = None) -> nn.Module:
     """Give a module built by ``init_on_meta`` real (uninitialised) storage; every tensor must then be loaded.
+
+    ``device`` defaults to torch's default device (CPU unless changed, e.g. by ``with torch.device(...)``).
 
     Raises:
         RuntimeError: if the module has non-persistent buffers, which a state dict cannot fill.
@@ -107,7 +109,7 @@ def materialise(module: nn.Module, device: str = "cpu") -> nn.Module:
     ]
     if non_persistent:
         raise RuntimeError(f"Cannot materialise a module with non-persistent buffers: {non_persistent}.")
-    return module.to_empty(device=device)
+    return module.to_empty(device=device if device is not None else torch.get_default_device())
 
 
 def _script_graphs(module: torch.jit.ScriptModule) -> List[torch.Graph]:

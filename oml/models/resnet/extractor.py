@@ -25,7 +25,9 @@ _FB_URL = "https://dl.fbaipublicfiles.com"
 _TORCHVISION_URL = "https://download.pytorch.org/models"
 _MOCO_PREFIX = "module.encoder_q."
 
-_RESNET_TRANSFORMS = {"name": "norm_resize_hypvit_torch", "args": {"im_size": 256, "crop_size": 224}}
+
+def _resnet_transforms() -> Dict[str, Any]:
+    return {"name": "norm_resize_hypvit_torch", "args": {"im_size": 256, "crop_size": 224}}
 
 
 def resnet50_projector(**kwargs: Any) -> ResNet:
@@ -51,7 +53,7 @@ def _imagenet_entry(arch: str, sha256: str) -> Dict[str, Any]:
         "sha256": sha256,
         "fname": f"{arch}-{sha256}.pth",
         "init_args": {"arch": arch, "gem_p": None, "remove_fc": True, "normalise_features": False},
-        "transforms": _RESNET_TRANSFORMS,
+        "transforms": _resnet_transforms(),
     }
 
 
@@ -79,7 +81,7 @@ class ResnetExtractor(IExtractor):
             "hash": "a04e12f8",
             "fname": "moco_v2_800ep_pretrain.pth.tar",
             "init_args": {"arch": "resnet50_projector", "gem_p": 5.0, "remove_fc": True, "normalise_features": False},
-            "transforms": _RESNET_TRANSFORMS,
+            "transforms": _resnet_transforms(),
         },
         "resnet18_imagenet1k_v1": _imagenet_entry("resnet18", "f37072fd"),
         "resnet34_imagenet1k_v1": _imagenet_entry("resnet34", "b627a593"),

@@ -18,9 +18,10 @@ from oml.utils.misc_torch import normalise
 
 _FB_URL = "https://dl.fbaipublicfiles.com"
 
-_DINO_TRANSFORMS = {"name": "norm_resize_torch", "args": {"im_size": 224}}
-_HYPVIT_224 = {"name": "norm_resize_hypvit_torch", "args": {"im_size": 224, "crop_size": 224}}
-_ALBU_224 = {"name": "norm_resize_albu", "args": {"im_size": 224}}
+
+def _transforms(name: str, **args: int) -> Dict[str, Any]:
+    return {"name": name, "args": args}  # a fresh dict per entry: editing one entry cannot change another
+
 
 MULTI_SCALES = (1.0, 1 / 2 ** (1 / 2), 1 / 2)
 
@@ -64,56 +65,56 @@ class ViTExtractor(IExtractor):
             "hash": "cf0f22",
             "fname": "vits16_dino.ckpt",
             "init_args": {"arch": "vits16", "normalise_features": False},
-            "transforms": _DINO_TRANSFORMS,
+            "transforms": _transforms("norm_resize_torch", im_size=224),
         },
         "vits8_dino": {
             "url": [f"{_FB_URL}/dino/dino_deitsmall8_pretrain/dino_deitsmall8_pretrain.pth"],
             "hash": "230cd5",
             "fname": "vits8_dino.ckpt",
             "init_args": {"arch": "vits8", "normalise_features": False},
-            "transforms": _DINO_TRANSFORMS,
+            "transforms": _transforms("norm_resize_torch", im_size=224),
         },
         "vitb16_dino": {
             "url": [f"{_FB_URL}/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"],
             "hash": "552daf",
             "fname": "vitb16_dino.ckpt",
             "init_args": {"arch": "vitb16", "normalise_features": False},
-            "transforms": _DINO_TRANSFORMS,
+            "transforms": _transforms("norm_resize_torch", im_size=224),
         },
         "vitb8_dino": {
             "url": [f"{_FB_URL}/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth"],
             "hash": "556550",
             "fname": "vitb8_dino.ckpt",
             "init_args": {"arch": "vitb8", "normalise_features": False},
-            "transforms": _DINO_TRANSFORMS,
+            "transforms": _transforms("norm_resize_torch", im_size=224),
         },
         "vits16_inshop": {
             "url": [f"{STORAGE_CKPTS}/inshop/vits16_inshop_a76b85.ckpt", "1niX-TC8cj6j369t7iU2baHQSVN3MVJbW"],
             "hash": "a76b85",
             "fname": "vits16_inshop.ckpt",
             "init_args": {"arch": "vits16", "normalise_features": False},
-            "transforms": _HYPVIT_224,
+            "transforms": _transforms("norm_resize_hypvit_torch", im_size=224, crop_size=224),
         },
         "vits16_sop": {
             "url": [f"{STORAGE_CKPTS}/sop/vits16_sop_21e743.ckpt", "1zuGRHvF2KHd59aw7i7367OH_tQNOGz7A"],
             "hash": "21e743",
             "fname": "vits16_sop.ckpt",
             "init_args": {"arch": "vits16", "normalise_features": True},
-            "transforms": _HYPVIT_224,
+            "transforms": _transforms("norm_resize_hypvit_torch", im_size=224, crop_size=224),
         },
         "vits16_cub": {
             "url": [f"{STORAGE_CKPTS}/cub/vits16_cub.ckpt", "1p2tUosFpGXh5sCCdzlXtjV87kCDfG34G"],
             "hash": "e82633",
             "fname": "vits16_cub.ckpt",
             "init_args": {"arch": "vits16", "normalise_features": False},
-            "transforms": _ALBU_224,
+            "transforms": _transforms("norm_resize_albu", im_size=224),
         },
         "vits16_cars": {
             "url": [f"{STORAGE_CKPTS}/cars/vits16_cars.ckpt", "1hcOxDRRXrKr6ZTCyBauaY8Ue-pok4Icg"],
             "hash": "9f1e59",
             "fname": "vits16_cars.ckpt",
             "init_args": {"arch": "vits16", "normalise_features": False},
-            "transforms": _ALBU_224,
+            "transforms": _transforms("norm_resize_albu", im_size=224),
         },
     }
 
