@@ -14,6 +14,7 @@ from oml.utils.misc_torch import normalise
 
 _MIIL_URL = "https://miil-public-eu.oss-eu-central-1.aliyuncs.com/model-zoo/ImageNet_21K_P/models"
 
+
 def _miil(path: str, arch: str) -> Dict[str, Any]:
     # MIIL trained and evaluated these models on 224 x 224 images scaled to [0, 1], not normalised
     return {
