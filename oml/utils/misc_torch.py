@@ -31,9 +31,13 @@ def pairwise_dist(x1: Tensor, x2: Tensor, p: int = 2) -> Tensor:
     return torch.cdist(x1, x2, p=p)
 
 
-def normalise(x: Tensor, p: int = 2) -> Tensor:
-    """Divide each row of ``x`` by its (detached) ``p``-norm."""
-    norm = torch.linalg.vector_norm(x.detach(), ord=p, dim=1, keepdim=True)
+def normalise(x: Tensor, p: int = 2, eps: float = 1e-12) -> Tensor:
+    """Divide each row of ``x`` by its (detached) ``p``-norm.
+
+    OML divided by the bare norm, so an all-zero row (a dead ReLU backbone can produce one) became
+    NaN and poisoned the training; here the norm is clamped to ``eps`` and such a row stays zero.
+    """
+    norm = torch.linalg.vector_norm(x.detach(), ord=p, dim=1, keepdim=True).clamp_min(eps)
     return x / norm
 
 

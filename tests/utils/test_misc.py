@@ -80,6 +80,9 @@ def test_distances_and_2d_indexing_against_loops() -> None:
 
     x = torch.randn(3, 4, requires_grad=True)
     assert torch.allclose(normalise(x).norm(dim=1), torch.ones(3))
+    zero_row = torch.cat([torch.zeros(1, 4), torch.randn(2, 4)]).requires_grad_()
+    normalise(zero_row).sum().backward()
+    assert torch.isfinite(zero_row.grad).all() and normalise(zero_row)[0].abs().sum() == 0
 
 
 def test_drop_duplicates_and_online_average() -> None:
