@@ -27,3 +27,14 @@ def mock_dataset_root() -> Path:
 def mock_dataset_dfs(mock_dataset_root: Path):
     """``(df_train, df_val)`` of the mock dataset."""
     return download_mock_dataset(mock_dataset_root)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny tensors run several times faster on one thread than on two busy cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

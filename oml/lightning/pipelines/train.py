@@ -82,14 +82,16 @@ def _optimizer_param_groups(cfg: Dict[str, Any], modules: List[torch.nn.Module])
     if "lr" not in (cfg["optimizer"].get("args") or {}):
         raise ConfigError("The optimizer block needs `args.lr`: the pipeline gives it to every parameter group.")
     lr = cfg["optimizer"]["args"]["lr"]
-    return [{"params": list(module.parameters()), "lr": lr} for module in modules if any(module.parameters())]
+    groups = [{"params": list(module.parameters()), "lr": lr} for module in modules]
+    return [group for group in groups if group["params"]]
 
 
 def extractor_training_pipeline(cfg: TCfg) -> pl.Trainer:
     """Train an extractor as the config says; the best checkpoint goes to ``<cwd>/checkpoints/best.ckpt``.
 
     See ``configs-0.4.4.md`` for the keys. Beyond OML: ``ckpt_path`` resumes training from a
-    Lightning checkpoint (epoch, optimizer and scheduler state), and the trainer is returned.
+    Lightning checkpoint (epoch, optimizer and scheduler state); ``validate_before_training: True``
+    computes the metrics of the initial model first (logged at step 0); the trainer is returned.
     """
     cfg = dictconfig_to_dict(cfg)
     require_keys(cfg, *REQUIRED_KEYS, where="training config")
@@ -138,12 +140,10 @@ def extractor_training_pipeline(cfg: TCfg) -> pl.Trainer:
         **engine_params,
         **(cfg.get("lightning_trainer_extra_args") or {}),
     )
-    if is_ddp:
-        trainer.fit(model=module, ckpt_path=cfg.get("ckpt_path"))
-    else:
-        trainer.fit(
-            model=module, train_dataloaders=loader_train, val_dataloaders=loader_val, ckpt_path=cfg.get("ckpt_path")
-        )
+    loaders = {} if is_ddp else {"train_dataloaders": loader_train, "val_dataloaders": loader_val}
+    if cfg.get("validate_before_training", False):
+        trainer.validate(model=module, dataloaders=loaders.get("val_dataloaders"), verbose=False)
+    trainer.fit(model=module, ckpt_path=cfg.get("ckpt_path"), **loaders)
     return trainer
 
 
