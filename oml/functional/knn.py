@@ -22,6 +22,7 @@ against the whole gallery. Hence the result is **exactly** the top-k of the exac
 broken by the smaller gallery index, i.e. it equals a dense brute-force oracle bit for bit.
 """
 
+from contextlib import contextmanager
 from typing import Iterator, NamedTuple, Optional, Tuple
 
 import torch
@@ -32,7 +33,7 @@ MAX_TILE_WIDTH = 2**15  # galleries in a tile: wide tiles amortise the per-row c
 SYMMETRIC_TILE_SIZE = 4096  # square tiles of the symmetric mode
 SUB_BLOCK = 32  # the minima of sub-blocks of this size pre-select the candidates inside a tile
 CHUNK = 8192  # rows centred at once when the GEMM operands are prepared
-EXACT_BUDGET = 2**22  # values gathered at once by the exact recomputation (and candidates finalised at once)
+EXACT_BUDGET = 2**20  # values gathered at once by the exact recomputation (and candidates finalised at once)
 
 
 class KNNResult(NamedTuple):
@@ -61,9 +62,10 @@ def _check_embeddings(x: Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a 2D tensor [N, D], got {shape}.")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got {x.dtype}.")
-    bad = ~torch.isfinite(x).all(dim=1)
-    if bad.any():
-        rows = bad.nonzero().flatten()
+    suspicious = (~torch.isfinite(x.sum(dim=1))).nonzero().flatten()  # no [N, D] temporary in the common case
+    if len(suspicious):
+        rows = suspicious[~torch.isfinite(x[suspicious]).all(dim=1)]
+    if len(suspicious) and len(rows):
         raise ValueError(
             f"{name} contain NaN or inf in {len(rows)} of {len(x)} rows (e.g. rows {rows[:10].tolist()}); "
             f"distances to them are undefined."
@@ -101,7 +103,8 @@ class QueryGalleryDistances:
         gallery_ids: Optional[Tensor] = None,
     ):
         _check_embeddings(queries, "queries")
-        _check_embeddings(galleries, "galleries")
+        if galleries is not queries:
+            _check_embeddings(galleries, "galleries")
         if queries.shape[1] != galleries.shape[1]:
             raise ValueError(
                 f"queries and galleries must have the same dimension, got {queries.shape[1]} and {galleries.shape[1]}."
@@ -124,14 +127,26 @@ class QueryGalleryDistances:
         # The GEMM runs on data centred at the galleries' mean (distances do not change, the error bound
         # shrinks for embeddings far from the origin). Gallery side: [g', |g'|^2, 1]; query side (built per
         # tile): [-2 q', 1, |q'|^2], where x' = fl(x - centre).
-        self.center = self.galleries.double().mean(dim=0) if self.n_galleries else torch.zeros(self.dim).double()
+        # The centre is representable in compute_dtype, so x' = fl(x - centre) is within u |x - centre| of x - centre.
+        if self.n_galleries:
+            self.center = self.galleries.mean(dim=0, dtype=torch.float64).to(compute_dtype)
+        else:
+            self.center = torch.zeros(self.dim, dtype=compute_dtype, device=self.device)
         self.gallery_aug = torch.empty(self.n_galleries, self.dim + 2, dtype=compute_dtype, device=self.device)
         for i in range(0, self.n_galleries, CHUNK):
-            centred = self._centred(self.galleries[i : i + CHUNK])
-            self.gallery_aug[i : i + CHUNK, : self.dim] = centred
+            centred = torch.sub(
+                self.galleries[i : i + CHUNK], self.center, out=self.gallery_aug[i : i + CHUNK, : self.dim]
+            )
             self.gallery_aug[i : i + CHUNK, self.dim] = centred.double().square().sum(dim=1).to(compute_dtype)
         self.gallery_aug[:, self.dim + 1] = 1
         self._masked = self._find_masked_pairs()
+        # in the symmetric mode with unique ids the masked pairs are the diagonal
+        self._diagonal_mask = (
+            self.symmetric
+            and self._masked is not None
+            and self._masked.shape[1] == 1
+            and bool((self._masked[:, 0] == torch.arange(self.n_queries, device=self.device)).all())
+        )
 
         gallery_norms = self.gallery_aug[:, self.dim].double().sqrt()
         if self.symmetric:
@@ -139,7 +154,7 @@ class QueryGalleryDistances:
         else:
             query_norms = torch.cat(
                 [
-                    self._centred(self.queries[i : i + CHUNK]).double().norm(dim=1)
+                    (self.queries[i : i + CHUNK] - self.center).double().norm(dim=1)
                     for i in range(0, self.n_queries, CHUNK)
                 ]
                 or [torch.zeros(0, dtype=torch.float64, device=self.device)]
@@ -158,9 +173,6 @@ class QueryGalleryDistances:
         # the final rounding to out_dtype merges values that differ by a relative 2 u_data in distance
         self._rounding_margin = (8 * u_data + 1e-15) * scale.cpu()
 
-    def _centred(self, x: Tensor) -> Tensor:
-        return (x.double() - self.center).to(self.queries.dtype)
-
     # ------------------------------------------------------------------ masks
     def _find_masked_pairs(self) -> Optional[Tensor]:
         """``[Q, m]`` gallery positions with the same id as the query (``-1`` padded), or None."""
@@ -177,9 +189,17 @@ class QueryGalleryDistances:
         positions = order[offsets.clamp_max(self.n_galleries - 1)]
         return torch.where(valid, positions, torch.full_like(positions, -1)).to(self.device)
 
-    def mask_tile(self, tile: Tensor, rows: Tensor, col_start: int) -> None:
-        """Set ``+inf`` where query ``rows[i]`` and gallery ``col_start + j`` are the same sample (in place)."""
+    def mask_tile(self, tile: Tensor, rows: Tensor, col_start: int, contiguous_rows: bool = False) -> None:
+        """Set ``+inf`` where query ``rows[i]`` and gallery ``col_start + j`` are the same sample (in place).
+
+        ``contiguous_rows``: ``rows`` is a range (enables a shortcut in the symmetric mode).
+        """
         if self._masked is None:
+            return
+        if self._diagonal_mask and contiguous_rows:
+            offset = int(rows[0]) - col_start
+            if -tile.shape[0] < offset < tile.shape[1]:
+                tile.diagonal(offset).fill_(float("inf"))
             return
         cols = self._masked[rows] - col_start
         hit = (cols >= 0) & (cols < tile.shape[1])
@@ -189,7 +209,11 @@ class QueryGalleryDistances:
 
     # ------------------------------------------------------------------ tiles
     def _query_aug(self, rows: Tensor) -> Tensor:
-        q = self._centred(self.queries[rows])
+        """``[-2 q', 1, |q'|^2]`` of the queries ``rows`` (the left GEMM operand)."""
+        if self.symmetric:
+            g = self.gallery_aug[rows]
+            return torch.cat([g[:, : self.dim] * -2, g[:, self.dim + 1 :], g[:, self.dim : self.dim + 1]], dim=1)
+        q = self.queries[rows] - self.center
         ones = torch.ones(len(q), 1, dtype=q.dtype, device=q.device)
         return torch.cat([q * -2, ones, q.double().square().sum(dim=1).to(q.dtype)[:, None]], dim=1)
 
@@ -215,24 +239,27 @@ class QueryGalleryDistances:
     def symmetric_tiles(self, tile_size: int) -> Iterator[Tuple[int, int, Tensor]]:
         """Symmetric mode only: yield ``(row_start, col_start, tile)`` for the upper triangle of square tiles.
 
-        A tile serves the queries ``row_start + i`` against the galleries ``col_start + j`` and, when
-        ``row_start != col_start``, also (transposed) the queries ``col_start + j`` against the galleries
-        ``row_start + i``: every pair is computed once. The buffer is reused.
+        ``tile`` serves the queries ``row_start + i`` against the galleries ``col_start + j`` and, off the
+        diagonal, also (read by columns) the queries ``col_start + j`` against the galleries ``row_start + i``:
+        every pair is computed once. The diagonal tiles come first. The buffer is reused.
         """
         if not self.symmetric:
             raise RuntimeError("symmetric_tiles needs queries and galleries to be the same tensor with the same ids.")
         n = self.n_queries
         side = max(1, min(n, tile_size))
         buffer = torch.empty(side * side, dtype=self.queries.dtype, device=self.device)
-        for r0 in range(0, n, side):
+        starts = range(0, n, side)
+        pairs = [(r0, r0) for r0 in starts] + [(r0, c0) for r0 in starts for c0 in starts if c0 > r0]
+        q_aug, q_start = None, -1
+        for r0, c0 in pairs:
             rows = torch.arange(r0, min(n, r0 + side), device=self.device)
-            q_aug = self._query_aug(rows)
-            for c0 in range(r0, n, side):
-                g_aug = self.gallery_aug[c0 : c0 + side]
-                tile = buffer[: len(rows) * len(g_aug)].view(len(rows), len(g_aug))
-                torch.mm(q_aug, g_aug.T, out=tile)
-                self.mask_tile(tile, rows, c0)
-                yield r0, c0, tile
+            if q_start != r0:
+                q_aug, q_start = self._query_aug(rows), r0
+            g_aug = self.gallery_aug[c0 : c0 + side]
+            tile = buffer[: len(rows) * len(g_aug)].view(len(rows), len(g_aug))
+            torch.mm(q_aug, g_aug.T, out=tile)
+            self.mask_tile(tile, rows, c0, contiguous_rows=True)
+            yield r0, c0, tile
 
     # ------------------------------------------------------------------ exact values
     def exact_sq_distances(self, rows: Tensor, cols: Tensor) -> Tensor:
@@ -242,11 +269,17 @@ class QueryGalleryDistances:
         """
         rows, cols = rows.to(self.device), cols.to(self.device)
         out = torch.empty(len(rows), dtype=torch.float64, device=self.device)
-        step = max(1, EXACT_BUDGET // self.dim)
+        step = max(1, min(len(rows), EXACT_BUDGET // self.dim))
+        buffers = [torch.empty(step, self.dim, dtype=self.queries.dtype, device=self.device) for _ in range(2)]
+        buffers += [torch.empty(step, self.dim, dtype=torch.float64, device=self.device) for _ in range(2)]
         for p0 in range(0, len(rows), step):
-            q = self.queries[rows[p0 : p0 + step]].double()
-            g = self.galleries[cols[p0 : p0 + step]].double()
-            out[p0 : p0 + step] = g.sub_(q).square_().sum(dim=1)
+            n = min(step, len(rows) - p0)
+            q32, g32, q64, g64 = (b[:n] for b in buffers)
+            torch.index_select(self.queries, 0, rows[p0 : p0 + n], out=q32)
+            torch.index_select(self.galleries, 0, cols[p0 : p0 + n], out=g32)
+            q64.copy_(q32)
+            g64.copy_(g32)
+            torch.sum(g64.sub_(q64).square_(), dim=1, out=out[p0 : p0 + n])
         return out
 
     def exact_distances(self, rows: Tensor, cols: Tensor) -> Tensor:
@@ -263,78 +296,158 @@ class QueryGalleryDistances:
 
 
 # ---------------------------------------------------------------------- selection helpers
-def _tile_smallest(tile: Tensor, kk: int, sub: int = SUB_BLOCK) -> Tuple[Tensor, Tensor]:
-    """``kk`` smallest values per row of ``tile`` (unsorted) and their columns.
+def _sortable(values: Tensor) -> Tensor:
+    """Non-negative int64 keys in ``[0, 2^32)`` with the order of the float32 ``values``."""
+    bits = values.float().view(torch.int32).long()
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2**31
 
-    Wide tiles are pre-filtered by sub-block minima: the ``kk`` smallest elements of a row always lie in the
-    ``kk`` sub-blocks with the smallest minima, so only those are gathered for the final ``topk``.
+
+class _Candidates:
+    """The ``kk`` best (smallest GEMM value) candidates of every query seen so far, updated tile by tile.
+
+    For a tile row, a bound ``tau`` such that at least ``kk`` elements of the row (kept or in the tile) are
+    ``<= tau`` is known without sorting: the query's current ``kk``-th best value, or the largest of the minima
+    of ``kk`` disjoint groups of the row's sub-blocks. Only the elements ``<= tau`` can enter the top ``kk``;
+    they are found through the sub-block minima (one cheap pass over the tile) and merged by one vectorised
+    sort of (query, value) keys. No per-row ``topk`` is needed.
     """
-    n_rows, width = tile.shape
-    kk = min(kk, width)
-    n_blocks = width // sub
-    if n_blocks <= 2 * kk:
-        return torch.topk(tile, kk, dim=1, largest=False, sorted=False)
-    main = tile[:, : n_blocks * sub].view(n_rows, n_blocks, sub)
-    _, blocks = torch.topk(main.amin(dim=2), kk, dim=1, largest=False, sorted=False)
-    cols = (blocks[:, :, None] * sub + torch.arange(sub, device=tile.device)).view(n_rows, kk * sub)
-    rest = width - n_blocks * sub
-    if rest:
-        tail = torch.arange(n_blocks * sub, width, device=tile.device).expand(n_rows, rest)
-        cols = torch.cat([cols, tail], dim=1)
-    values, pos = torch.topk(tile.gather(1, cols), kk, dim=1, largest=False, sorted=False)
-    return values, cols.gather(1, pos)
+
+    def __init__(self, n: int, kk: int, like: Tensor, sub: int = SUB_BLOCK):
+        self.kk, self.sub = kk, sub
+        self.values = torch.full((n, kk), float("inf"), dtype=like.dtype, device=like.device)
+        self.cols = torch.full((n, kk), -1, dtype=torch.long, device=like.device)
+
+    def update(self, view: Tensor, block_mins: Optional[Tensor], row_start: int, col_start: int) -> None:
+        """Merge ``view`` (``[r, w]``: queries ``row_start + i`` x galleries ``col_start + j``).
+
+        ``block_mins`` is ``[r, w // sub]`` (minima of the full sub-blocks) or None to consider every element.
+        """
+        n_rows, width = view.shape
+        tau = self.values[row_start : row_start + n_rows].amax(dim=1)
+        if block_mins is None:
+            r, c = (view <= tau[:, None]).nonzero(as_tuple=True)
+            self._merge(r + row_start, c + col_start, view[r, c])
+            return
+        sub, n_blocks = self.sub, block_mins.shape[1]
+        group = n_blocks // self.kk
+        if group:
+            group_mins = block_mins[:, : group * self.kk].view(n_rows, self.kk, group).amin(dim=2)
+            tau = torch.minimum(tau, group_mins.amax(dim=1))
+        r, b = (block_mins <= tau[:, None]).nonzero(as_tuple=True)
+        if view.is_contiguous() and width == n_blocks * sub:  # whole sub-blocks are rows of a 2D view
+            values = view.view(n_rows * n_blocks, sub).index_select(0, r * n_blocks + b)
+        else:
+            values = view[:, : n_blocks * sub].unflatten(1, (n_blocks, sub))[r, b]
+        i, j = (values <= tau[r][:, None]).nonzero(as_tuple=True)
+        rows, cols, values = r[i], b[i] * sub + j, values[i, j]
+        if n_blocks * sub < width:
+            tail = view[:, n_blocks * sub :]
+            tr, tc = (tail <= tau[:, None]).nonzero(as_tuple=True)
+            rows, cols = torch.cat([rows, tr]), torch.cat([cols, tc + n_blocks * sub])
+            values = torch.cat([values, tail[tr, tc]])
+        self._merge(rows + row_start, cols + col_start, values)
+
+    def update_columns(self, tile: Tensor, block_mins: Optional[Tensor], query_start: int, gallery_start: int) -> None:
+        """Merge ``tile`` read by columns: queries ``query_start + j`` x galleries ``gallery_start + i``.
+
+        ``block_mins`` is ``[tile.shape[0] // sub, tile.shape[1]]`` (``_column_block_mins``) or None.
+
+        Sub-blocks run along the tile's columns, so no transposed copy is needed; their elements are strided,
+        which is cheap because only a few sub-blocks per query pass the bound (the queries already have
+        candidates from their diagonal tile).
+        """
+        height, n_queries = tile.shape
+        sub, n_blocks = self.sub, tile.shape[0] // self.sub
+        tau = self.values[query_start : query_start + n_queries].amax(dim=1)
+        if block_mins is None:
+            g, q = (tile <= tau[None, :]).nonzero(as_tuple=True)
+            self._merge(q + query_start, g + gallery_start, tile[g, q])
+            return
+        blocks = tile[: n_blocks * sub].view(n_blocks, sub, n_queries)
+        group = n_blocks // self.kk
+        group_mins = block_mins[: group * self.kk].view(self.kk, group, n_queries).amin(dim=1)
+        tau = torch.minimum(tau, group_mins.amax(dim=0))
+        b, q = (block_mins <= tau[None, :]).nonzero(as_tuple=True)
+        values = blocks[b, :, q]  # [P, sub]
+        i, j = (values <= tau[q][:, None]).nonzero(as_tuple=True)
+        queries, galleries, values = q[i], b[i] * sub + j, values[i, j]
+        if n_blocks * sub < height:
+            tail = tile[n_blocks * sub :]
+            tg, tq = (tail <= tau[None, :]).nonzero(as_tuple=True)
+            queries, galleries = torch.cat([queries, tq]), torch.cat([galleries, tg + n_blocks * sub])
+            values = torch.cat([values, tail[tg, tq]])
+        self._merge(queries + query_start, galleries + gallery_start, values)
+
+    def _merge(self, rows: Tensor, cols: Tensor, values: Tensor) -> None:
+        """Merge the candidates ``(rows[p], cols[p], values[p])`` into the kept ones (one sort for all rows)."""
+        if not len(rows):
+            return
+        kk = self.kk
+        touched = torch.unique(rows)
+        rows = torch.cat([touched.repeat_interleave(kk), rows])
+        cols = torch.cat([self.cols[touched].flatten(), cols])
+        values = torch.cat([self.values[touched].flatten(), values.to(self.values.dtype)])
+        order = torch.argsort((rows << 32) | _sortable(values))
+        rows, cols, values = rows[order], cols[order], values[order]
+        rank = torch.arange(len(rows), device=rows.device) - torch.searchsorted(rows, rows)
+        keep = rank < kk
+        self.values[rows[keep], rank[keep]] = values[keep]
+        self.cols[rows[keep], rank[keep]] = cols[keep]
 
 
-def _tile_smallest_by_column(tile: Tensor, kk: int, sub: int = SUB_BLOCK) -> Tuple[Tensor, Tensor]:
-    """``_tile_smallest(tile.T)`` without materialising the transposed tile: ``[width, kk]`` values and rows."""
-    height, width = tile.shape
-    kk = min(kk, height)
-    n_blocks = height // sub
-    if n_blocks <= 2 * kk:
-        return _tile_smallest(tile.T.contiguous(), kk, sub)
-    mins = tile[: n_blocks * sub].view(n_blocks, sub, width).amin(dim=1).T  # [width, n_blocks]
-    _, blocks = torch.topk(mins, kk, dim=1, largest=False, sorted=False)
-    rows = (blocks[:, :, None] * sub + torch.arange(sub, device=tile.device)).view(width, kk * sub)
-    rest = height - n_blocks * sub
-    if rest:
-        tail = torch.arange(n_blocks * sub, height, device=tile.device).expand(width, rest)
-        rows = torch.cat([rows, tail], dim=1)
-    values, pos = torch.topk(tile.T.gather(1, rows), kk, dim=1, largest=False, sorted=False)
-    return values, rows.gather(1, pos)
+def _row_block_mins(tile: Tensor, kk: int, sub: int = SUB_BLOCK) -> Optional[Tensor]:
+    n_blocks = tile.shape[1] // sub
+    if n_blocks < 2 * kk:
+        return None
+    return tile[:, : n_blocks * sub].view(tile.shape[0], n_blocks, sub).amin(dim=2)
 
 
-def _merge(values: Tensor, cols: Tensor, new_values: Tensor, new_cols: Tensor) -> Tuple[Tensor, Tensor]:
-    kk = values.shape[1]
-    best_values, pos = torch.topk(torch.cat([values, new_values], dim=1), kk, dim=1, largest=False, sorted=False)
-    return best_values, torch.cat([cols, new_cols], dim=1).gather(1, pos)
+def _column_block_mins(tile: Tensor, kk: int, sub: int = SUB_BLOCK) -> Optional[Tensor]:
+    n_blocks = tile.shape[0] // sub
+    if n_blocks < 2 * kk:
+        return None
+    return tile[: n_blocks * sub].view(n_blocks, sub, tile.shape[1]).amin(dim=1)
 
 
-def _empty_candidates(n: int, kk: int, like: Tensor) -> Tuple[Tensor, Tensor]:
-    values = torch.full((n, kk), float("inf"), dtype=like.dtype, device=like.device)
-    return values, torch.full((n, kk), -1, dtype=torch.long, device=like.device)
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the bookkeeping on one thread (restored afterwards).
+
+    These ops are small: intra-op parallelism gains little for them, while on an oversubscribed machine every
+    parallel region can stall for a scheduler time slice (measured: a merge 16x slower on 2 busy cores).
+    The GEMM and the passes over whole tiles keep all threads. NB: the thread count is process-wide.
+    """
+    n_threads = torch.get_num_threads()
+    if n_threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if n_threads > 1:
+            torch.set_num_threads(n_threads)
 
 
 def _scan(dists: QueryGalleryDistances, rows: Tensor, kk: int, height: int, width: int) -> Tuple[Tensor, Tensor]:
     """GEMM-based ``kk`` best candidates (values, gallery indices) of the queries ``rows``."""
-    values, cols = _empty_candidates(len(rows), kk, dists.queries)
-    for r0, chunk, c0, tile in dists.tiles(rows, height, width):
-        r1 = r0 + len(chunk)
-        v, c = _tile_smallest(tile, kk)
-        values[r0:r1], cols[r0:r1] = _merge(values[r0:r1], cols[r0:r1], v, c + c0)
-    return values, cols
+    candidates = _Candidates(len(rows), kk, dists.queries)
+    for r0, _, c0, tile in dists.tiles(rows, height, width):
+        block_mins = _row_block_mins(tile, kk)
+        with _one_thread():
+            candidates.update(tile, block_mins, r0, c0)
+    return candidates.values, candidates.cols
 
 
 def _scan_symmetric(dists: QueryGalleryDistances, kk: int, tile_size: int) -> Tuple[Tensor, Tensor]:
     """``_scan`` of all queries when queries and galleries are the same set: half of the GEMM work."""
-    values, cols = _empty_candidates(dists.n_queries, kk, dists.queries)
+    candidates = _Candidates(dists.n_queries, kk, dists.queries)
     for r0, c0, tile in dists.symmetric_tiles(tile_size):
-        r1, c1 = r0 + tile.shape[0], c0 + tile.shape[1]
-        v, c = _tile_smallest(tile, kk)
-        values[r0:r1], cols[r0:r1] = _merge(values[r0:r1], cols[r0:r1], v, c + c0)
-        if c0 != r0:
-            v, r = _tile_smallest_by_column(tile, kk)
-            values[c0:c1], cols[c0:c1] = _merge(values[c0:c1], cols[c0:c1], v, r + r0)
-    return values, cols
+        row_mins = _row_block_mins(tile, kk)
+        column_mins = _column_block_mins(tile, kk) if c0 != r0 else None
+        with _one_thread():
+            candidates.update(tile, row_mins, r0, c0)
+            if c0 != r0:
+                candidates.update_columns(tile, column_mins, c0, r0)
+    return candidates.values, candidates.cols
 
 
 def _sort_exact(dist: Tensor, cols: Tensor, k: int) -> Tuple[Tensor, Tensor]:
@@ -440,7 +553,8 @@ def exact_knn(
         step = max(1, EXACT_BUDGET // kk)
         for r0 in range(0, len(pending), step):
             rows = pending[r0 : r0 + step]
-            d, i, ok = _finalize(dists, rows, values[r0 : r0 + step], cols[r0 : r0 + step], k)
+            with _one_thread():
+                d, i, ok = _finalize(dists, rows, values[r0 : r0 + step], cols[r0 : r0 + step], k)
             out_d[rows[ok]], out_i[rows[ok]] = d[ok], i[ok]
             failed.append(rows[~ok])
         pending = torch.cat(failed)

@@ -269,15 +269,23 @@ def extract_pos_neg_dists(
     return distances[mask_gt & keep], distances[~mask_gt & keep]
 
 
-def _topk_stable(distances: Tensor, k: int) -> Tensor:
-    """Indices of the ``k`` smallest values per row, ordered by (value, column)."""
-    if distances.dtype in (torch.float16, torch.bfloat16, torch.float32):
-        bits = (distances.float() + 0.0).view(torch.int32).long()  # + 0.0 turns -0.0 into +0.0
+def _topk_stable(distances: Tensor, k: int, chunk: int = 2**22) -> Tensor:
+    """Indices of the ``k`` smallest values per row, ordered by (value, column); rows in chunks of ``chunk`` values."""
+    n_rows, n_cols = distances.shape
+    step = max(1, chunk // max(n_cols, 1))
+    if distances.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        return torch.cat(
+            [torch.argsort(distances[i : i + step], dim=1, stable=True)[:, :k] for i in range(0, n_rows, step)]
+            or [torch.zeros(0, k, dtype=torch.long)]
+        )
+    columns = torch.arange(n_cols, dtype=torch.long, device=distances.device)
+    result = []
+    for i in range(0, n_rows, step):
+        bits = (distances[i : i + step].float() + 0.0).view(torch.int32).long()  # + 0.0 turns -0.0 into +0.0
         keys = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # monotone integer keys of the floats
-        keys = (keys << 32) | torch.arange(distances.shape[1], dtype=torch.long)
-        _, order = torch.topk(keys, k, dim=1, largest=False, sorted=True)
-        return order
-    return torch.argsort(distances, dim=1, stable=True)[:, :k]
+        keys = (keys << 32) | columns
+        result.append(torch.topk(keys, k, dim=1, largest=False, sorted=True).indices)
+    return torch.cat(result) if result else torch.zeros(0, k, dtype=torch.long, device=distances.device)
 
 
 def calc_retrieval_metrics(
