@@ -1,6 +1,6 @@
 """A LightningModule mix-in that owns its DataLoaders and patches them for DDP."""
 
-from typing import Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
@@ -16,6 +16,22 @@ def _patch(loaders: TLoaders, pad: bool) -> TLoaders:
     if isinstance(loaders, dict):
         return {key: patch_dataloader_to_ddp(loader, pad_data_to_num_gpus=pad) for key, loader in loaders.items()}
     return [patch_dataloader_to_ddp(loader, pad_data_to_num_gpus=pad) for loader in loaders]
+
+
+def set_batch_samplers_epoch(loaders: Any, epoch: int) -> None:
+    """Call ``set_epoch(epoch)`` on the batch samplers of the loaders that have it.
+
+    Lightning does this for samplers but not for custom batch samplers such as ``BalanceSampler``;
+    without it a resumed run would draw the batches of epoch 0 again instead of those of its epoch.
+    """
+    if isinstance(loaders, DataLoader):
+        loaders = [loaders]
+    elif isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    for loader in loaders or []:
+        set_epoch = getattr(getattr(loader, "batch_sampler", None), "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
 
 
 class ModuleDDP(pl.LightningModule):
@@ -49,4 +65,4 @@ class ModuleDDP(pl.LightningModule):
         return _patch(self.loaders_val, pad=False)
 
 
-__all__ = ["ModuleDDP"]
+__all__ = ["ModuleDDP", "set_batch_samplers_epoch"]

@@ -10,7 +10,7 @@ from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from oml.const import EMBEDDINGS_KEY, INPUT_TENSORS_KEY, LABELS_KEY
 from oml.interfaces.models import IExtractor, IFreezable
-from oml.lightning.modules.ddp import ModuleDDP, TLoaders
+from oml.lightning.modules.ddp import ModuleDDP, TLoaders, set_batch_samplers_epoch
 
 
 class ExtractorModule(pl.LightningModule):
@@ -94,6 +94,7 @@ class ExtractorModule(pl.LightningModule):
         return {"optimizer": self.optimizer, "lr_scheduler": scheduler}
 
     def on_train_epoch_start(self) -> None:
+        set_batch_samplers_epoch(self.trainer.train_dataloader, self.current_epoch)
         if self.freeze_n_epochs <= 0:
             return
         if self.current_epoch < self.freeze_n_epochs:

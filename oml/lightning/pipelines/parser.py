@@ -106,7 +106,11 @@ def parse_sampler_from_config(cfg: TCfg, dataset: Any) -> Optional[IBatchSampler
             f"The sampler {sampler_cfg['name']!r} needs categories, but the table {cfg.get('dataframe_name')!r} "
             f"has no 'category' column. Use a table with categories or the 'balance' sampler."
         )
-    return get_sampler_by_cfg(sampler_cfg, labels=dataset.get_labels(), label2category=label2category)
+    runtime = {"labels": dataset.get_labels(), "label2category": label2category}
+    if "seed" not in (sampler_cfg.get("args") or {}) and cfg.get("seed") is not None:
+        # a per-epoch seed (seed + epoch) makes the batches of a resumed run equal to an uninterrupted one
+        runtime["seed"] = cfg["seed"]
+    return get_sampler_by_cfg(sampler_cfg, **runtime)
 
 
 def parse_ckpt_callback_from_config(cfg: TCfg) -> ModelCheckpoint:
