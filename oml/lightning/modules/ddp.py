@@ -46,7 +46,9 @@ class ModuleDDP(pl.LightningModule):
 
     def __init__(self, loaders_train: Optional[TLoaders] = None, loaders_val: Optional[TLoaders] = None):
         super().__init__()
-        self.set_loaders(loaders_train, loaders_val)
+        # no check here: subclasses reach this through the MRO before they set their loaders
+        self.loaders_train = loaders_train
+        self.loaders_val = loaders_val
 
     def set_loaders(self, loaders_train: Optional[TLoaders], loaders_val: Optional[TLoaders]) -> None:
         if loaders_train is None and loaders_val is None:
