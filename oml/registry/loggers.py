@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict
 from pytorch_lightning.loggers import Logger, MLFlowLogger, NeptuneLogger, TensorBoardLogger, WandbLogger
 
 from oml.const import TCfg
-from oml.utils.misc import dictconfig_to_dict
+from oml.registry._base import check_in_registry, parse_cfg
 
 
 def _wandb(**kwargs: Any) -> WandbLogger:
@@ -40,15 +40,14 @@ LOGGERS_REGISTRY: Dict[str, Callable[..., Logger]] = {
 
 def get_logger(name: str, **kwargs: Any) -> Logger:
     """Build the logger registered as ``name``; an unknown name lists the available ones."""
-    if name not in LOGGERS_REGISTRY:
-        raise KeyError(f"Unknown logger {name!r}. The available ones are: {sorted(LOGGERS_REGISTRY)}.")
+    check_in_registry(name, LOGGERS_REGISTRY, "logger")
     return LOGGERS_REGISTRY[name](**kwargs)
 
 
 def get_logger_by_cfg(cfg: TCfg) -> Logger:
     """Build a logger from ``{"name": ..., "args": {...}}``."""
-    cfg = dictconfig_to_dict(cfg)
-    return get_logger(cfg["name"], **(cfg.get("args") or {}))
+    name, args = parse_cfg(cfg, "logger")
+    return get_logger(name, **args)
 
 
 __all__ = ["LOGGERS_REGISTRY", "get_logger", "get_logger_by_cfg"]

@@ -3,6 +3,7 @@
 from typing import Any, Callable, Dict, Tuple
 
 from oml.const import TCfg
+from oml.registry._base import build, check_in_registry, parse_cfg
 from oml.transforms.images.albumentations import (
     get_augs_albu,
     get_normalisation_albu,
@@ -19,7 +20,6 @@ from oml.transforms.images.torchvision import (
 )
 from oml.transforms.images.utils import TTransforms, get_im_reader_for_transforms
 from oml.utils.images.images import TImReader
-from oml.utils.misc import dictconfig_to_dict
 
 TRANSFORMS_ALBU: Dict[str, Callable[..., TTransforms]] = {
     "augs_albu": get_augs_albu,
@@ -46,17 +46,14 @@ def get_transforms(name: str, **kwargs: Any) -> TTransforms:
     >>> get_transforms("norm_resize_torch", im_size=32).transforms[0].size
     (32, 32)
     """
-    if name not in TRANSFORMS_REGISTRY:
-        raise KeyError(f"Unknown transforms {name!r}. The available ones are: {sorted(TRANSFORMS_REGISTRY)}.")
-    return TRANSFORMS_REGISTRY[name](**kwargs)
+    check_in_registry(name, TRANSFORMS_REGISTRY, "transforms")
+    return build(TRANSFORMS_REGISTRY[name], "transforms", name, kwargs)
 
 
 def get_transforms_by_cfg(cfg: TCfg) -> TTransforms:
     """Build transforms from ``{"name": ..., "args": {...}}`` (a dict or an OmegaConf config)."""
-    cfg = dictconfig_to_dict(cfg)
-    if "name" not in cfg:
-        raise KeyError(f"A transforms config needs a 'name' key, got keys {sorted(cfg)}.")
-    return get_transforms(cfg["name"], **(cfg.get("args") or {}))
+    name, args = parse_cfg(cfg, "transforms")
+    return get_transforms(name, **args)
 
 
 def get_transforms_for_pretrained(weights: str) -> Tuple[TTransforms, TImReader]:

@@ -36,5 +36,5 @@ def test_reader_matches_library() -> None:
 def test_unknown_name_lists_the_choices() -> None:
     with pytest.raises(KeyError, match="norm_resize_torch"):
         get_transforms("resize_magic")
-    with pytest.raises(KeyError, match="'name'"):
+    with pytest.raises(ValueError, match="'name'"):
         get_transforms_by_cfg({"args": {}})
