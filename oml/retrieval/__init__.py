@@ -1,0 +1,1 @@
+"""Retrieval on top of embeddings: re-ranking postprocessors, a search index, classification by retrieval."""

@@ -1,0 +1,1 @@
+"""Postprocessors that re-rank each query's nearest galleries."""
