@@ -14,10 +14,10 @@ def _packaged(name: str) -> dict:
 
 
 def test_registry_names() -> None:
-    assert POSTPROCESSORS_REGISTRY == {
+    assert {
         "pairwise_images": PairwiseImagesPostprocessor,
         "pairwise_embeddings": PairwiseEmbeddingsPostprocessor,
-    }
+    } == POSTPROCESSORS_REGISTRY
 
 
 def test_packaged_embeddings_config() -> None:
