@@ -1,0 +1,237 @@
+"""Search backends of ``SearchIndex``: exact search (``oml.functional.knn``) and Faiss indexes (optional).
+
+A backend holds no embeddings of its own for the exact search; the Faiss ones keep a Faiss index that
+can be serialised to bytes (``faiss.serialize_index``), so a saved ``SearchIndex`` does not need to be
+rebuilt. Faiss returns squared distances with a cancellation error; the candidates' distances are
+recomputed exactly (float64, as ``exact_knn`` does) and re-sorted, ties by gallery index.
+"""
+
+import math
+from typing import Any, Dict, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from oml.functional.knn import exact_knn
+
+
+def import_faiss() -> Any:
+    """The ``faiss`` module, or an ImportError that says how to install it."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError(
+            'The Faiss backends need the optional package faiss: pip install "oml[faiss]" (or faiss-cpu / '
+            f'faiss-gpu). Use backend="exact" otherwise. ({e})'
+        ) from e
+    return faiss
+
+
+def exact_distances(queries: Tensor, galleries: Tensor, indices: Tensor) -> Tensor:
+    """``[Q, k]`` Euclidean distances of the pairs ``(queries[i], galleries[indices[i, j]])`` computed in float64
+    (``inf`` where ``indices`` is -1); returned in float32 (float64 for float64 inputs)."""
+    out_dtype = torch.float64 if torch.float64 in (queries.dtype, galleries.dtype) else torch.float32
+    valid = indices >= 0
+    result = torch.full(indices.shape, float("inf"), dtype=torch.float64)
+    step = max(1, 2**22 // max(1, indices.shape[1] * queries.shape[1]))
+    for r0 in range(0, len(indices), step):
+        idx = indices[r0 : r0 + step].clamp_min(0)
+        diff = galleries[idx].double() - queries[r0 : r0 + step, None, :].double()
+        dist = diff.square().sum(dim=2).sqrt()
+        result[r0 : r0 + step] = torch.where(valid[r0 : r0 + step], dist, result[r0 : r0 + step])
+    return result.to(out_dtype)
+
+
+def sort_by_distance(distances: Tensor, indices: Tensor) -> Tuple[Tensor, Tensor]:
+    """Sort every row by (distance, gallery index); -1 indices (no result) go last."""
+    keys = torch.where(indices < 0, torch.full_like(indices, torch.iinfo(torch.long).max), indices)
+    by_index = torch.argsort(keys, dim=1)
+    distances, indices = distances.gather(1, by_index), indices.gather(1, by_index)
+    order = torch.argsort(distances, dim=1, stable=True)
+    return distances.gather(1, order), indices.gather(1, order)
+
+
+class SearchBackend:
+    """Finds the ``k`` nearest galleries. ``params`` are the constructor arguments (saved with the index)."""
+
+    name = ""
+    exact = True
+
+    def __init__(self, **params: Any):
+        if params:
+            raise TypeError(f"The {self.name!r} backend takes no parameters, got {sorted(params)}.")
+        self.params: Dict[str, Any] = {}
+
+    def build(self, galleries: Tensor) -> None:
+        """Prepare for the galleries (e.g. train and fill a Faiss index)."""
+
+    def add(self, galleries: Tensor) -> None:
+        """The index got more galleries (appended)."""
+
+    def search(self, galleries: Tensor, queries: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+        """``(distances [Q, k], indices [Q, k])`` sorted by distance; -1 / inf where fewer than k were found."""
+        return exact_knn(queries, galleries, k)
+
+    def serialize(self) -> Optional[Tensor]:
+        """The backend's state as a uint8 tensor (None if it has none)."""
+        return None
+
+    def deserialize(self, state: Optional[Tensor], galleries: Tensor) -> None:
+        """Restore the state saved by ``serialize`` (or rebuild it from ``galleries``)."""
+        self.build(galleries)
+
+
+class ExactBackend(SearchBackend):
+    """Exact search with ``oml.functional.knn.exact_knn`` (GEMM tiles, memory bounded, exact results)."""
+
+    name = "exact"
+
+
+class FaissBackend(SearchBackend):
+    """Base of the Faiss backends: builds ``self.index`` and refines its candidates with exact distances."""
+
+    exact = False
+
+    def __init__(self, **params: Any):
+        import_faiss()
+        self.params = dict(params)
+        self.index: Any = None
+
+    def _make_index(self, galleries: Tensor) -> Any:
+        raise NotImplementedError
+
+    def _configure(self, k: int) -> None:
+        """Search-time settings (e.g. ``nprobe``) before a search of ``k`` neighbours."""
+
+    @staticmethod
+    def _numpy(x: Tensor) -> np.ndarray:
+        return np.ascontiguousarray(x.detach().cpu().float().numpy())
+
+    def build(self, galleries: Tensor) -> None:
+        self.index = self._make_index(galleries)
+        self.index.add(self._numpy(galleries))
+
+    def add(self, galleries: Tensor) -> None:
+        self.index.add(self._numpy(galleries))
+
+    def search(self, galleries: Tensor, queries: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+        self._configure(k)
+        _, indices = self.index.search(self._numpy(queries), k)
+        indices = torch.from_numpy(indices).long()
+        return sort_by_distance(exact_distances(queries.cpu(), galleries.cpu(), indices), indices)
+
+    def serialize(self) -> Optional[Tensor]:
+        faiss = import_faiss()
+        return torch.from_numpy(faiss.serialize_index(self.index).copy())
+
+    def deserialize(self, state: Optional[Tensor], galleries: Tensor) -> None:
+        if state is None:
+            self.build(galleries)
+            return
+        faiss = import_faiss()
+        self.index = faiss.deserialize_index(state.numpy())
+        if self.index.ntotal != len(galleries) or self.index.d != galleries.shape[1]:
+            raise ValueError(
+                f"The saved Faiss index holds {self.index.ntotal} vectors of dimension {self.index.d}, but the "
+                f"saved embeddings are {tuple(galleries.shape)}: the file is inconsistent."
+            )
+
+
+class FaissFlatBackend(FaissBackend):
+    """Faiss ``IndexFlatL2``: exact brute force in Faiss (a baseline; ``exact`` is the default)."""
+
+    name = "faiss_flat"
+    exact = True
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def _make_index(self, galleries: Tensor) -> Any:
+        return import_faiss().IndexFlatL2(galleries.shape[1])
+
+
+class FaissIVFBackend(FaissBackend):
+    """Faiss ``IndexIVFFlat``: k-means cells, a query visits the ``nprobe`` nearest cells (approximate).
+
+    Args:
+        nlist: number of cells (default ``round(4 * sqrt(G))``, at most ``G // 39`` so that k-means has
+            39 points per centroid, at least 1).
+        nprobe: cells visited per query (more: better recall, slower).
+        seed: k-means seed.
+    """
+
+    name = "faiss_ivf"
+
+    def __init__(self, nlist: Optional[int] = None, nprobe: int = 16, seed: int = 0):
+        if nlist is not None and nlist < 1:
+            raise ValueError(f"nlist must be positive, got {nlist}.")
+        if nprobe < 1:
+            raise ValueError(f"nprobe must be positive, got {nprobe}.")
+        super().__init__(nlist=nlist, nprobe=nprobe, seed=seed)
+
+    def _make_index(self, galleries: Tensor) -> Any:
+        faiss = import_faiss()
+        n, dim = galleries.shape
+        nlist = self.params["nlist"] or max(1, min(round(4 * math.sqrt(n)), n // 39))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, int(min(nlist, n)))
+        index.cp.seed = self.params["seed"]
+        index.train(self._numpy(galleries))
+        return index
+
+    def _configure(self, k: int) -> None:
+        self.index.nprobe = int(self.params["nprobe"])
+
+
+class FaissHNSWBackend(FaissBackend):
+    """Faiss ``IndexHNSWFlat``: a navigable small-world graph (approximate, no training).
+
+    Args:
+        m: neighbours per node in the graph.
+        ef_construction: candidate list size while building.
+        ef_search: candidate list size while searching (at least ``k`` is used).
+    """
+
+    name = "faiss_hnsw"
+
+    def __init__(self, m: int = 32, ef_construction: int = 80, ef_search: int = 64):
+        if min(m, ef_construction, ef_search) < 1:
+            raise ValueError(f"m, ef_construction and ef_search must be positive, got {m}, {ef_construction}, "
+                             f"{ef_search}.")  # fmt: skip
+        super().__init__(m=m, ef_construction=ef_construction, ef_search=ef_search)
+
+    def _make_index(self, galleries: Tensor) -> Any:
+        faiss = import_faiss()
+        index = faiss.IndexHNSWFlat(galleries.shape[1], int(self.params["m"]))
+        index.hnsw.efConstruction = int(self.params["ef_construction"])
+        return index
+
+    def _configure(self, k: int) -> None:
+        self.index.hnsw.efSearch = max(int(self.params["ef_search"]), k)
+
+
+BACKENDS: Dict[str, Type[SearchBackend]] = {
+    backend.name: backend for backend in (ExactBackend, FaissFlatBackend, FaissIVFBackend, FaissHNSWBackend)
+}
+
+
+def get_backend(name: str, **params: Any) -> SearchBackend:
+    """A backend by name: ``exact`` (default of ``SearchIndex``), ``faiss_flat``, ``faiss_ivf``, ``faiss_hnsw``."""
+    if name not in BACKENDS:
+        raise ValueError(f"Unknown search backend {name!r}. Available: {sorted(BACKENDS)}.")
+    return BACKENDS[name](**params)
+
+
+__all__ = [
+    "BACKENDS",
+    "SearchBackend",
+    "ExactBackend",
+    "FaissBackend",
+    "FaissFlatBackend",
+    "FaissIVFBackend",
+    "FaissHNSWBackend",
+    "get_backend",
+    "import_faiss",
+    "exact_distances",
+    "sort_by_distance",
+]

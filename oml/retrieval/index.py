@@ -1,0 +1,301 @@
+"""A search index over gallery embeddings: top-k queries, k-NN classification, "no match" thresholds, save/load.
+
+>>> galleries = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0]])
+>>> index = SearchIndex(galleries, ids=["a.jpg", "b.jpg", "c.jpg"], labels=["cat", "cat", "dog"])
+>>> result = index.search(torch.tensor([[0.9, 0.0], [5.0, 4.0]]), top_k=2)
+>>> result.ids
+[['b.jpg', 'a.jpg'], ['c.jpg', 'b.jpg']]
+>>> result.distances
+tensor([[0.1000, 0.9000],
+        [1.0000, 5.6569]])
+>>> result.apply_threshold(2.0).labels
+[['cat', 'cat'], ['dog', None]]
+>>> index.classify(torch.tensor([[4.0, 4.0]]), top_k=3)[0]
+['dog']
+"""
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from oml.inference.flat import inference_on_images
+from oml.retrieval.backends import SearchBackend, get_backend
+from oml.retrieval.decision import calibrate_threshold, knn_vote
+from oml.transforms.images.utils import TTransforms
+
+TPath = Union[str, Path]
+TKey = Union[int, str]
+INDEX_FORMAT = "oml-search-index-v1"
+
+
+def _check_embeddings(x: Any, name: str, dim: Optional[int] = None) -> Tensor:
+    if not isinstance(x, Tensor):
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        else:
+            raise TypeError(f"{name} must be a tensor [N, D], got {type(x).__name__}.")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2D tensor [N, D], got shape {tuple(x.shape)}.")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {x.dtype}.")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} have dimension {x.shape[1]}, but the index holds vectors of dimension {dim}.")
+    bad = (~torch.isfinite(x).all(dim=1)).nonzero().flatten()
+    if len(bad):
+        raise ValueError(f"{name} contain NaN or inf in {len(bad)} rows (e.g. rows {bad[:10].tolist()}).")
+    return x.detach().cpu() if x.dtype in (torch.float32, torch.float64) else x.detach().cpu().float()
+
+
+def _plain_keys(values: Optional[Sequence[Any]], n: int, name: str) -> Optional[List[TKey]]:
+    """ids / labels as a list of python ints or strings (what a weights_only file can hold)."""
+    if values is None:
+        return None
+    values = values.tolist() if isinstance(values, (Tensor, np.ndarray)) else list(values)
+    if len(values) != n:
+        raise ValueError(f"{name} has {len(values)} values, expected {n} (one per embedding).")
+    out: List[TKey] = []
+    for i, value in enumerate(values):
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name}[{i}] is a bool; use ints or strings.")
+        if isinstance(value, (int, np.integer)):
+            out.append(int(value))
+        elif isinstance(value, (str, Path)):
+            out.append(str(value))
+        else:
+            raise TypeError(f"{name}[{i}] must be an int, a string or a path, got {type(value).__name__}.")
+    return out
+
+
+@dataclass
+class SearchResult:
+    """Nearest galleries of every query.
+
+    Attributes:
+        distances: ``[Q, k]`` Euclidean distances, ascending (``inf`` where there is no match).
+        indices: ``[Q, k]`` positions in the index (``-1`` where there is no match).
+        index: the index that was searched (gives ``ids`` and ``labels``).
+    """
+
+    distances: Tensor
+    indices: Tensor
+    index: "SearchIndex"
+
+    def _lookup(self, values: Optional[List[TKey]]) -> Optional[List[List[Optional[TKey]]]]:
+        if values is None:
+            return None
+        return [[values[i] if i >= 0 else None for i in row] for row in self.indices.tolist()]
+
+    @property
+    def ids(self) -> List[List[Optional[TKey]]]:
+        """Gallery ids of the results (None where there is no match)."""
+        return self._lookup(self.index.ids)  # type: ignore[return-value]
+
+    @property
+    def labels(self) -> Optional[List[List[Optional[TKey]]]]:
+        """Gallery labels of the results (None where there is no match), or None if the index has no labels."""
+        return self._lookup(self.index.labels)
+
+    def apply_threshold(self, threshold: float) -> "SearchResult":
+        """A copy where the results with ``distance >= threshold`` become "no match" (index -1, distance inf)."""
+        reject = self.distances >= threshold
+        return SearchResult(
+            distances=self.distances.masked_fill(reject, float("inf")),
+            indices=self.indices.masked_fill(reject, -1),
+            index=self.index,
+        )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class SearchIndex:
+    """Gallery embeddings with their ids (and optional labels) that answer top-k Euclidean queries.
+
+    Args:
+        embeddings: ``[G, D]`` finite gallery embeddings (G >= 1).
+        ids: an id per gallery item (ints or strings, e.g. image paths); default ``0..G-1``.
+        labels: an optional label per gallery item (ints or strings), for ``classify`` and ``SearchResult.labels``.
+        backend: ``"exact"`` (default: ``oml.functional.knn.exact_knn``, exact and memory-bounded),
+            ``"faiss_flat"``, ``"faiss_ivf"`` or ``"faiss_hnsw"`` (approximate, for large galleries; need the
+            optional ``faiss`` package, see ``oml.retrieval.backends``).
+        backend_params: parameters of the backend (e.g. ``nprobe=32`` for ``faiss_ivf``).
+    """
+
+    def __init__(
+        self,
+        embeddings: Tensor,
+        ids: Optional[Sequence[Any]] = None,
+        labels: Optional[Sequence[Any]] = None,
+        backend: str = "exact",
+        **backend_params: Any,
+    ):
+        embeddings = _check_embeddings(embeddings, "embeddings")
+        if len(embeddings) == 0:
+            raise ValueError("Cannot build a search index from an empty gallery (0 embeddings).")
+        self.embeddings = embeddings.contiguous()
+        self.ids: List[TKey] = _plain_keys(ids, len(embeddings), "ids") or list(range(len(embeddings)))
+        self.labels: Optional[List[TKey]] = _plain_keys(labels, len(embeddings), "labels")
+        self.backend_name = backend
+        self.backend: SearchBackend = get_backend(backend, **backend_params)
+        self.backend.build(self.embeddings)
+
+    # ------------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_images(
+        cls,
+        extractor: nn.Module,
+        paths: Sequence[TPath],
+        transform: TTransforms,
+        labels: Optional[Sequence[Any]] = None,
+        ids: Optional[Sequence[Any]] = None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        use_fp16: bool = False,
+        verbose: bool = False,
+        backend: str = "exact",
+        **backend_params: Any,
+    ) -> "SearchIndex":
+        """Embed the images with ``extractor`` (``inference_on_images``) and index them; ids default to the paths."""
+        embeddings = inference_on_images(
+            extractor,
+            paths=paths,
+            transform=transform,
+            num_workers=num_workers,
+            batch_size=batch_size,
+            verbose=verbose,
+            use_fp16=use_fp16,
+        )
+        ids = ids if ids is not None else [str(p) for p in paths]
+        return cls(embeddings.float(), ids=ids, labels=labels, backend=backend, **backend_params)
+
+    def add(
+        self, embeddings: Tensor, ids: Optional[Sequence[Any]] = None, labels: Optional[Sequence[Any]] = None
+    ) -> None:
+        """Append gallery items (ids default to the next positions; labels are required if the index has them)."""
+        embeddings = _check_embeddings(embeddings, "embeddings", dim=self.dim)
+        n_old, n_new = len(self.embeddings), len(embeddings)
+        new_ids = _plain_keys(ids, n_new, "ids") or list(range(n_old, n_old + n_new))
+        new_labels = _plain_keys(labels, n_new, "labels")
+        if (self.labels is None) != (new_labels is None):
+            raise ValueError("Give labels for the new items exactly when the index has labels.")
+        self.embeddings = torch.cat([self.embeddings, embeddings.to(self.embeddings.dtype)])
+        self.ids.extend(new_ids)
+        if self.labels is not None:
+            self.labels.extend(new_labels)  # type: ignore[arg-type]
+        self.backend.add(embeddings)
+
+    # ------------------------------------------------------------------------------------------- queries
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def __repr__(self) -> str:
+        has_labels = self.labels is not None
+        return f"SearchIndex(n={len(self)}, dim={self.dim}, backend={self.backend_name!r}, labels={has_labels})"
+
+    def search(self, queries: Tensor, top_k: int) -> SearchResult:
+        """The ``top_k`` nearest galleries of every query (``min(top_k, len(index))`` columns), ties by position."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+        queries = _check_embeddings(queries, "queries", dim=self.dim)
+        k = min(top_k, len(self))
+        if len(queries) == 0:
+            return SearchResult(torch.zeros(0, k), torch.zeros(0, k, dtype=torch.long), self)
+        distances, indices = self.backend.search(self.embeddings, queries.to(self.embeddings.dtype), k)
+        return SearchResult(distances=distances, indices=indices.long(), index=self)
+
+    def classify(self, queries: Tensor, top_k: int = 5, weighting: str = "distance") -> Tuple[List[Any], Tensor]:
+        """k-NN classification: the labels of the queries by a (distance-weighted) vote of their ``top_k`` neighbours.
+
+        Returns:
+            ``(labels, confidence)``: a label per query (None if nothing was found) and the share of the vote
+            weight of that label (see ``oml.retrieval.decision.knn_vote``).
+        """
+        if self.labels is None:
+            raise ValueError("classify needs an index with labels: SearchIndex(embeddings, labels=...).")
+        result = self.search(queries, top_k)
+        classes, codes = self._label_codes()
+        neighbour_codes = torch.where(
+            result.indices >= 0, codes[result.indices.clamp_min(0)], torch.full_like(result.indices, -1)
+        )
+        winners, confidence = knn_vote(result.distances, neighbour_codes, weighting=weighting)
+        labels = [classes[c] if c >= 0 else None for c in winners.tolist()]
+        return labels, confidence
+
+    def _label_codes(self) -> Tuple[List[TKey], Tensor]:
+        """The distinct labels (in order of appearance) and the code of every gallery item (cached)."""
+        cached = getattr(self, "_codes_cache", None)
+        if cached is None or len(cached[1]) != len(self):
+            code_of: Dict[TKey, int] = {}
+            codes = [code_of.setdefault(label, len(code_of)) for label in self.labels]  # type: ignore[union-attr]
+            cached = (list(code_of), torch.tensor(codes, dtype=torch.long))
+            self._codes_cache = cached
+        return cached
+
+    def calibrate_threshold(
+        self, queries: Tensor, query_labels: Sequence[Any], max_false_match_rate: float = 0.01
+    ) -> float:
+        """A "no match" distance threshold from labelled queries: at most ``max_false_match_rate`` of the wrong
+        top-1 matches are accepted (``distance < threshold``). Queries whose label is not in the index count as
+        wrong matches, so open-set queries can be used to calibrate. Use it with ``SearchResult.apply_threshold``.
+        """
+        if self.labels is None:
+            raise ValueError("calibrate_threshold needs an index with labels.")
+        query_labels = _plain_keys(query_labels, len(queries), "query_labels")
+        result = self.search(queries, top_k=1)
+        top1 = [row[0] for row in result.labels]  # type: ignore[union-attr]
+        is_correct = torch.tensor([a == b for a, b in zip(top1, query_labels)], dtype=torch.bool)  # type: ignore
+        return calibrate_threshold(result.distances[:, 0], is_correct, max_false_match_rate)
+
+    # ------------------------------------------------------------------------------------------- persistence
+    def save(self, path: TPath) -> None:
+        """Save to one file with ``torch.save`` (tensors, strings and numbers only: ``load`` uses weights_only)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content: Dict[str, Any] = {
+            "format": INDEX_FORMAT,
+            "embeddings": self.embeddings,
+            "ids": self.ids,
+            "labels": self.labels,
+            "backend": self.backend_name,
+            "backend_params": dict(self.backend.params),
+            "backend_state": self.backend.serialize(),
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        os.close(fd)
+        try:
+            torch.save(content, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path: TPath) -> "SearchIndex":
+        """Load an index saved by ``save`` (``torch.load(weights_only=True)``: no code runs while reading)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"There is no search index file at {path}.")
+        content = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(content, dict) or content.get("format") != INDEX_FORMAT:
+            raise ValueError(f"{path} is not a search index saved by SearchIndex.save ({INDEX_FORMAT}).")
+        index = cls.__new__(cls)
+        index.embeddings = _check_embeddings(content["embeddings"], "embeddings")
+        index.ids = _plain_keys(content["ids"], len(index.embeddings), "ids")  # type: ignore[assignment]
+        index.labels = _plain_keys(content["labels"], len(index.embeddings), "labels")
+        index.backend_name = content["backend"]
+        index.backend = get_backend(content["backend"], **content["backend_params"])
+        index.backend.deserialize(content["backend_state"], index.embeddings)
+        return index
+
+
+__all__ = ["SearchIndex", "SearchResult"]

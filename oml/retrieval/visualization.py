@@ -1,0 +1,140 @@
+"""Viewers of search results: a PNG mosaic (matplotlib) and a self-contained HTML page.
+
+Each row shows a query and its retrieved gallery images; with labels, correct results are framed green
+and wrong ones red (gray without labels), and the distance is written under each image.
+"""
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Union
+
+from matplotlib.figure import Figure
+from PIL import Image, ImageOps
+
+from oml.metrics.plotting import plot_retrieval_rows
+from oml.retrieval.index import SearchResult
+
+TPath = Union[str, Path]
+
+
+def _check(result: SearchResult, query_paths: Sequence[TPath], query_labels: Optional[Sequence[Any]]) -> None:
+    if len(query_paths) != len(result):
+        raise ValueError(f"Got {len(query_paths)} query paths for {len(result)} queries in the result.")
+    if query_labels is not None and len(query_labels) != len(result):
+        raise ValueError(f"Got {len(query_labels)} query labels for {len(result)} queries in the result.")
+
+
+def _gallery_paths(result: SearchResult, gallery_paths: Optional[Sequence[TPath]]) -> Sequence[Any]:
+    paths = gallery_paths if gallery_paths is not None else result.index.ids
+    if len(paths) != len(result.index):
+        raise ValueError(f"Got {len(paths)} gallery paths for an index of {len(result.index)} items.")
+    return paths
+
+
+def plot_search_results(
+    result: SearchResult,
+    query_paths: Sequence[TPath],
+    query_labels: Sequence[Any],
+    gallery_paths: Optional[Sequence[TPath]] = None,
+    n_instances: Optional[int] = None,
+) -> Figure:
+    """A figure with one row per query: the query (blue) and its results (green: same label, red: another).
+
+    Args:
+        result: ``SearchIndex.search`` output (its index needs labels).
+        query_paths: image of every query.
+        query_labels: label of every query.
+        gallery_paths: image of every gallery item (default: the index ids, e.g. from ``SearchIndex.from_images``).
+        n_instances: results per row (default: all).
+
+    Save it with ``fig.savefig("results.png")``.
+    """
+    _check(result, query_paths, query_labels)
+    if result.index.labels is None:
+        raise ValueError("plot_search_results marks correct results by labels: the index has none.")
+    paths = _gallery_paths(result, gallery_paths)
+    n_instances = result.indices.shape[1] if n_instances is None else n_instances
+    labels = result.index.labels
+    retrieved = []
+    for row, query_label in zip(range(len(result)), query_labels):
+        items = []
+        for i, d in zip(result.indices[row].tolist(), result.distances[row].tolist()):
+            if i >= 0:
+                items.append((paths[i], None, labels[i] == query_label, d))
+        retrieved.append(items)
+    queries = [(p, None) for p in query_paths]
+    return plot_retrieval_rows(queries, retrieved, [[] for _ in queries], n_instances=n_instances, n_gt=0)
+
+
+def _thumbnail(path: TPath, size: int) -> str:
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img).convert("RGB")
+        img.thumbnail((size, size))
+        buffer = io.BytesIO()
+        img.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def search_results_to_html(
+    result: SearchResult,
+    query_paths: Sequence[TPath],
+    query_labels: Optional[Sequence[Any]] = None,
+    gallery_paths: Optional[Sequence[TPath]] = None,
+    thumbnail_size: int = 128,
+    title: str = "Search results",
+) -> str:
+    """A self-contained HTML page (thumbnails embedded as base64) with one row per query.
+
+    Results are framed green / red when ``query_labels`` are given and the index has labels, gray otherwise;
+    "no match" results (after ``apply_threshold``) are shown as an empty cell.
+    """
+    _check(result, query_paths, query_labels)
+    paths = _gallery_paths(result, gallery_paths)
+    labels = result.index.labels if query_labels is not None else None
+    cache: dict = {}
+
+    def img(path: TPath, color: str, caption: str) -> str:
+        key = str(path)
+        if key not in cache:
+            cache[key] = _thumbnail(path, thumbnail_size)
+        return (
+            f'<figure style="border:4px solid {color}"><img src="{cache[key]}" alt="{html.escape(key)}" '
+            f'title="{html.escape(key)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        )
+
+    rows: List[str] = []
+    for row, query_path in enumerate(query_paths):
+        query_label = query_labels[row] if query_labels is not None else None
+        caption = "query" if query_label is None else f"query ({query_label})"
+        cells = [img(query_path, "#1f4fd6", caption)]
+        for i, d in zip(result.indices[row].tolist(), result.distances[row].tolist()):
+            if i < 0:
+                cells.append('<figure class="empty"><figcaption>no match</figcaption></figure>')
+                continue
+            color = "#999999" if labels is None else ("#1e9e3a" if labels[i] == query_label else "#d62828")
+            extra = "" if result.index.labels is None else f" ({result.index.labels[i]})"
+            cells.append(img(paths[i], color, f"{d:.3f}{extra}"))
+        rows.append('<div class="row">' + "".join(cells) + "</div>")
+    style = (
+        "body{font-family:sans-serif}.row{display:flex;gap:6px;margin:8px 0}"
+        f"figure{{margin:0;padding:2px;width:{thumbnail_size}px;text-align:center}}"
+        "figure img{max-width:100%}figcaption{font-size:11px;word-break:break-all}"
+        f".empty{{border:4px dashed #ccc;height:{thumbnail_size}px}}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h3>{html.escape(title)}</h3>{''.join(rows)}</body></html>"
+    )
+
+
+def save_search_results_html(result: SearchResult, query_paths: Sequence[TPath], path: TPath, **kwargs: Any) -> Path:
+    """Write ``search_results_to_html(result, query_paths, **kwargs)`` to ``path``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(search_results_to_html(result, query_paths, **kwargs), encoding="utf-8")
+    return path
+
+
+__all__ = ["plot_search_results", "search_results_to_html", "save_search_results_html"]
