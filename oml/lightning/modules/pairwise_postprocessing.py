@@ -1,0 +1,122 @@
+"""LightningModule that trains a pairwise model (a re-ranker) on pairs mined from precomputed embeddings."""
+
+from typing import Any, Dict, Optional, Union
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+from oml.const import EMBEDDINGS_KEY, INPUT_TENSORS_KEY, LABELS_KEY
+from oml.interfaces.models import IFreezable, IPairwiseModel
+from oml.lightning.modules.ddp import ModuleDDP, TLoaders
+from oml.miners.pairs import PairsMiner
+
+
+class PairwiseModule(pl.LightningModule):
+    """Trains ``pairwise_model`` to tell negative pairs from positive ones.
+
+    Every training batch holds the images (``input_tensors_key``), their labels and their embeddings from a
+    frozen extractor (``embeddings_key``). ``pairs_miner`` picks pairs by those embeddings, the model scores the
+    image pairs and ``criterion(scores, is_negative)`` is minimised (``BCEWithLogitsLoss`` in the pipeline).
+    Validation returns the batch unchanged: ``EmbeddingMetrics`` applies the re-ranker to the embeddings.
+    Logs ``loss``, ``lr`` and the miner's pair counts. With ``freeze_n_epochs > 0`` an ``IFreezable`` model
+    trains only its head for the first epochs.
+    """
+
+    def __init__(
+        self,
+        pairwise_model: IPairwiseModel,
+        pairs_miner: PairsMiner,
+        criterion: nn.Module,
+        optimizer: Optimizer,
+        scheduler: Optional[Union[LRScheduler, ReduceLROnPlateau]] = None,
+        scheduler_interval: str = "step",
+        scheduler_frequency: int = 1,
+        input_tensors_key: str = INPUT_TENSORS_KEY,
+        labels_key: str = LABELS_KEY,
+        embeddings_key: str = EMBEDDINGS_KEY,
+        scheduler_monitor_metric: Optional[str] = None,
+        freeze_n_epochs: int = 0,
+    ):
+        super().__init__()
+        if isinstance(scheduler, ReduceLROnPlateau) and scheduler_monitor_metric is None:
+            raise ValueError("ReduceLROnPlateau needs scheduler_monitor_metric (e.g. 'OVERALL/cmc/1').")
+        if freeze_n_epochs > 0 and not isinstance(pairwise_model, IFreezable):
+            raise TypeError(
+                f"freeze_n_epochs={freeze_n_epochs} needs an IFreezable model, got {type(pairwise_model).__name__}."
+            )
+        self.model = pairwise_model
+        self.miner = pairs_miner
+        self.criterion = criterion
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.scheduler_frequency = scheduler_frequency
+        self.monitor_metric = scheduler_monitor_metric
+        self.input_tensors_key = input_tensors_key
+        self.labels_key = labels_key
+        self.embeddings_key = embeddings_key
+        self.freeze_n_epochs = freeze_n_epochs
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        return self.model(x1, x2)
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
+        embeddings = batch[self.embeddings_key]
+        ids1, ids2, is_negative = self.miner.sample(features=embeddings, labels=batch[self.labels_key])
+        if len(ids1) == 0:
+            raise ValueError(
+                "No pairs were mined from the batch: it needs at least two labels with two samples each "
+                "(check the sampler)."
+            )
+        x = batch[self.input_tensors_key]
+        scores = self.model(x[ids1], x[ids2])
+        loss = self.criterion(scores, is_negative.to(scores.dtype))
+        batch_size = len(embeddings)
+        self.log("loss", loss.detach(), prog_bar=True, batch_size=batch_size, on_step=True, on_epoch=True)
+        for key, value in (getattr(self.miner, "last_logs", None) or {}).items():
+            self.log(key, float(value), batch_size=batch_size, on_step=True, on_epoch=True)
+        self.log("lr", self.optimizer.param_groups[0]["lr"], prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Dict[str, Any]:
+        return batch
+
+    def configure_optimizers(self) -> Any:
+        if self.scheduler is None:
+            return self.optimizer
+        scheduler: Dict[str, Any] = {
+            "scheduler": self.scheduler,
+            "interval": self.scheduler_interval,
+            "frequency": self.scheduler_frequency,
+        }
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            scheduler["monitor"] = self.monitor_metric
+        return {"optimizer": self.optimizer, "lr_scheduler": scheduler}
+
+    def on_train_epoch_start(self) -> None:
+        if self.freeze_n_epochs <= 0:
+            return
+        if self.current_epoch < self.freeze_n_epochs:
+            self.model.freeze()  # type: ignore[attr-defined]
+        else:
+            self.model.unfreeze()  # type: ignore[attr-defined]
+
+
+class PairwiseModuleDDP(PairwiseModule, ModuleDDP):
+    """``PairwiseModule`` that owns its loaders and patches them for DDP (see ``ModuleDDP``)."""
+
+    def __init__(
+        self,
+        loaders_train: Optional[TLoaders] = None,
+        loaders_val: Optional[TLoaders] = None,
+        *args: Any,
+        **kwargs: Any,
+    ):
+        PairwiseModule.__init__(self, *args, **kwargs)
+        self.set_loaders(loaders_train, loaders_val)
+
+
+__all__ = ["PairwiseModule", "PairwiseModuleDDP"]
