@@ -1,0 +1,75 @@
+"""The ``oml`` command: help, a real training run with Hydra overrides, and clear errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+from oml.cli import main
+from oml.const import PROJECT_ROOT
+
+TRAIN_YAML = PROJECT_ROOT / "pipelines" / "mock" / "train.yaml"
+FAST = [
+    "max_epochs=1",
+    "valid_period=1",
+    "extractor.name=timm",
+    "extractor.args.arch=resnet10t",
+    "transforms_train.args.im_size=32",
+    "transforms_val.args.im_size=32",
+    "+lightning_trainer_extra_args.enable_progress_bar=False",
+]
+
+
+def oml(args: List[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "oml.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_help(tmp_path: Path) -> None:
+    result = oml(["--help"], tmp_path)
+    assert result.returncode == 0
+    for command in ("train", "validate", "predict", "train-postprocessor"):
+        assert command in result.stdout
+    assert "overrides" in oml(["train", "--help"], tmp_path).stdout
+
+
+def test_train_with_overrides_writes_a_run_folder(mock_dataset_root: Path, tmp_path: Path) -> None:
+    result = oml(["train", str(TRAIN_YAML), f"dataset_root={mock_dataset_root}", "logs_root=logs", *FAST], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "logs").iterdir())
+    assert len(runs) == 1 and runs[0].name.endswith("_mock")
+    assert (runs[0] / "checkpoints" / "best.ckpt").is_file()
+    assert (runs[0] / ".hydra" / "config.yaml").read_text().count("max_epochs: 1") == 1
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["criterion.name=triplet_loss"], "Unknown criterion 'triplet_loss'. Available: ["),
+        (["~seed"], "misses the required keys ['seed']"),
+        (["sampler=category_balance"], "has no 'category' column"),
+        (["extractor.args.arch=resnet999"], "resnet999"),
+    ],
+)
+def test_clear_errors(
+    mock_dataset_root: Path,
+    tmp_path: Path,
+    overrides: List[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # in-process (a subprocess per case would cost a torch import each)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(TRAIN_YAML), f"dataset_root={mock_dataset_root}", *FAST, *overrides])
+    assert exit_info.value.code != 0
+    captured = capsys.readouterr()
+    assert message in captured.err + captured.out
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="nope.yaml does not exist"):
+        main(["validate", str(tmp_path / "nope.yaml")])
