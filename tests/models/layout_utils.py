@@ -8,9 +8,11 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor, nn
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-LAYOUTS_DIR = SHARED / "spec" / "state-dict-layouts"
-README_0_4_4 = SHARED / "reference" / "oml-readme-0.4.4.md"
+# copies of the project's spec files (shared/spec/state-dict-layouts, shared/reference), so that the
+# repository tests itself without the spec folder beside it
+DATA = Path(__file__).resolve().parents[1] / "data"
+LAYOUTS_DIR = DATA / "state_dict_layouts"
+README_0_4_4 = DATA / "oml-readme-0.4.4.md"
 
 TLayout = Dict[str, Tuple[Tuple[int, ...], str]]
 
