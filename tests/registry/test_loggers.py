@@ -1,5 +1,6 @@
 """Every logger works offline: hyper-parameters and metrics are written locally and read back."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,13 @@ def test_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     logger.log_metrics({"OVERALL/cmc/1": 0.25})
     run_dir = Path(logger.experiment.dir).parent
     logger.experiment.finish()
-    records = b"".join(p.read_bytes() for p in run_dir.glob("*.wandb"))  # the offline run's record file
+    # the offline run's record file; wandb's service may still be writing it after finish()
+    deadline = time.monotonic() + 60
+    while True:
+        records = b"".join(p.read_bytes() for p in run_dir.glob("*.wandb"))
+        if (b"optimizer|args|lr" in records and b"OVERALL/cmc/1" in records) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert b"optimizer|args|lr" in records and b"OVERALL/cmc/1" in records
 
 
