@@ -1,25 +1,26 @@
 """Exact k-nearest-neighbour search between queries and galleries in bounded memory.
 
 This is the engine behind ``EmbeddingMetrics``: the query x gallery distance matrix is never built.
-Distances are computed tile by tile (a block of queries x a block of galleries) with one GEMM per tile,
-``|q - g|^2 = |q|^2 + |g|^2 - 2 q.g`` (the squared norms ride inside the GEMM as two extra columns), and
-only a few best candidates per query are kept. Memory is ``O(tile_size^2 + Q x k)``; when every sample
-is both a query and a gallery item, only the upper triangle of tiles is computed (half of the GEMM work)
-and each tile serves both its rows and its columns.
+Squared distances are computed tile by tile with one GEMM per tile, ``|q - g|^2 = |q|^2 + |g|^2 - 2 q.g``
+(on data centred at the galleries' mean; the squared norms ride inside the GEMM as two extra columns), and
+only ``kk = k + extra`` candidates per query are kept. Memory is ``O(tile + Q x kk)``. When every sample is
+both a query and a gallery item, only the upper triangle of tiles is computed (half of the GEMM work) and
+each tile serves its rows and, read by columns, its columns.
 
 **Exactness.** A GEMM in float32 has a cancellation error, so the candidates' distances are recomputed
-exactly (differences and sums in float64, one rounding to float32 at the end: the "exact distance" below
-is the correctly rounded Euclidean distance, the same value as a float64 ``cdist`` cast to float32).
-The GEMM values ``a_j`` of the squared distances ``s_j`` of a query obey ``|a_j - s_j| <= delta`` with
-``delta = gamma_{D+2} (|q| + max_j |g_j|)^2 + u (|q|^2 + |g|^2)`` (``gamma_n = n u / (1 - n u)``, ``u`` the
-unit round-off of the GEMM under torch's float32 matmul precision setting; the standard bound for a dot
-product, independent of the summation order). Let ``t`` be the k-th smallest GEMM value of a query.
-Every gallery item whose exact distance is at most the exact k-th distance has ``a_j <= t + 2 delta``
-(plus a margin for the final rounding), and the search keeps ``k + extra`` candidates per query and checks
-that the largest kept GEMM value is above that threshold. If the check fails (near-ties around the k-th
-neighbour, e.g. duplicates), the query is searched again with four times more candidates, and finally
-against the whole gallery. Hence the result is **exactly** the top-k of the exact distances, with ties
-broken by the smaller gallery index, i.e. it equals a dense brute-force oracle bit for bit.
+exactly (differences and sums in float64, one rounding at the end: the "exact distance" is the correctly
+rounded Euclidean distance, the value of a float64 ``cdist`` cast to float32). For a query ``q`` every GEMM
+value obeys ``|a_j - s_j| <= delta`` (``s_j`` the true squared distance), with
+``delta = (gamma_{D+2} (1 + u) + u + 4 u_data) (|q'| + max_j |g'_j|)^2`` for the centred vectors ``x'``,
+``gamma_n = n u / (1 - n u)`` and ``u`` the unit round-off of the GEMM under torch's float32 matmul
+precision setting: the standard bound of a dot product, valid for any summation order. Let ``t`` be the
+k-th smallest GEMM value of the query. The k items with the smallest GEMM values have ``s_j <= t + delta``,
+so every item whose exact distance is at most the exact k-th one has ``a_j <= t + 2 delta`` (plus a relative
+margin for the final rounding, which can merge values). The search checks that the largest kept GEMM value is
+above this threshold: then all those items are candidates and the exact top-k of the candidates is the exact
+top-k overall. A query that fails the check (near-ties around its k-th neighbour, e.g. duplicates) is searched
+again with four times more candidates, finally against the whole gallery. Hence the result equals a dense
+brute-force oracle bit for bit, with ties broken by the smaller gallery index.
 """
 
 from contextlib import contextmanager

@@ -213,7 +213,8 @@ class EmbeddingMetrics(IMetricVisualisable):
                 f"{self.embeddings_key!r} must be float [N, D], got {embeddings.dtype} {tuple(embeddings.shape)}."
             )
         n = len(embeddings)
-        bad = (~torch.isfinite(embeddings).all(dim=1)).nonzero().flatten()
+        suspicious = (~torch.isfinite(embeddings.sum(dim=1))).nonzero().flatten()  # no [N, D] temporary
+        bad = suspicious[~torch.isfinite(embeddings[suspicious]).all(dim=1)]
         if len(bad):
             raise ValueError(
                 f"{len(bad)} of {n} embeddings contain NaN or inf (samples {bad[:10].tolist()}); "
@@ -221,7 +222,8 @@ class EmbeddingMetrics(IMetricVisualisable):
             )
         is_query = _as_bool_vector(storage[self.is_query_key], self.is_query_key, n)
         is_gallery = _as_bool_vector(storage[self.is_gallery_key], self.is_gallery_key, n)
-        labels = np.asarray(_as_tensor(storage[self.labels_key], self.labels_key)).ravel()
+        labels = storage[self.labels_key]
+        labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).ravel()
         if len(labels) != n:
             raise ValueError(f"{self.labels_key!r} has {len(labels)} values, expected {n}.")
         _, codes = np.unique(labels, return_inverse=True)

@@ -401,3 +401,10 @@ def test_plots_need_paths():
         metric.get_plot_for_queries([0], n_instances=2)
     with pytest.raises(RuntimeError, match="compute_metrics"):
         EmbeddingMetrics(verbose=False).visualize()
+
+
+def test_string_labels_give_the_same_metrics():
+    data = make_data(n=40, n_labels=5, seed=13)
+    as_ints = filled_metric(data, cmc_top_k=(1, 3)).compute_metrics()
+    as_strings = filled_metric(dict(data, labels=[f"id-{int(v)}" for v in data["labels"]]), cmc_top_k=(1, 3))
+    assert as_strings.compute_metrics() == as_ints
