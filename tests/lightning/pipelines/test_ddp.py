@@ -73,3 +73,55 @@ def test_ddp_validation_equals_one_process(
     assert set(logs[1]) == set(logs[2]) and "OVERALL/cmc/1" in logs[1]
     for key in logs[1]:
         assert logs[2][key] == pytest.approx(logs[1][key], abs=1e-6), key
+
+
+def test_ddp_prediction_embeds_each_image_once_in_order(mock_dataset_root: Path, tmp_path: Path) -> None:
+    from oml.lightning.pipelines.predict import extractor_prediction_pipeline
+
+    cfg = {
+        "data_dir": str(mock_dataset_root / "images"),
+        "bs": 7,  # 144 images: uneven batches per process
+        "num_workers": 0,
+        "accelerator": "cpu",
+        "transforms_predict": {"name": "norm_resize_torch", "args": {"im_size": 32}},
+        "extractor": {"name": "timm", "args": {"arch": "resnet10t", "weights": None, "normalise_features": True}},
+    }
+    results = {}
+    for devices in (1, 2):
+        torch.manual_seed(0)
+        results[devices] = extractor_prediction_pipeline(
+            {**cfg, "devices": devices, "save_dir": str(tmp_path / str(devices))}
+        )
+    assert list(results[1]) == list(results[2]) and len(results[1]) == 144
+    for path in results[1]:
+        torch.testing.assert_close(torch.tensor(results[2][path]), torch.tensor(results[1][path]), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["arcface_with_mlp", "category_sampler"])
+def test_ddp_training_variants(train_cfg: Dict[str, Any], variant: str) -> None:
+    train_cfg.update({"devices": 2, "max_epochs": 1})
+    if variant == "arcface_with_mlp":
+        train_cfg.update(
+            {
+                "sampler": None,
+                "bs_train": 12,
+                "extractor": {
+                    "name": "extractor_with_mlp",
+                    "args": {
+                        "mlp_features": [16],
+                        "train_backbone": True,
+                        "weights": None,
+                        "extractor": train_cfg["extractor"],
+                    },
+                },
+                "criterion": {"name": "arcface", "args": {"in_features": 16, "num_classes": 12}},
+            }
+        )
+    else:
+        train_cfg["dataframe_name"] = "df_with_category.csv"
+        train_cfg["sampler"] = {
+            "name": "category_balance",
+            "args": {"n_categories": 2, "n_labels": 2, "n_instances": 2},
+        }
+    extractor_training_pipeline(train_cfg)
+    assert (Path.cwd() / "checkpoints" / "best.ckpt").is_file()
