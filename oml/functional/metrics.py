@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from oml.functional.knn import MAX_TILE_WIDTH, TILE_ELEMENTS, QueryGalleryDistances
+from oml.functional.knn import MAX_TILE_WIDTH, QueryGalleryDistances
 from oml.utils.misc_torch import PCA, elementwise_dist
 
 TMetricsDict = Dict[str, Dict[Union[int, float], Union[float, Tensor]]]
@@ -417,6 +417,7 @@ def calc_fnmr_at_fmr(
 
 
 FNMR_BUFFER_SIZE = 2**22  # exact squared distances held at once by calc_fnmr_at_fmr_by_embeddings (32 MB)
+FNMR_TILE_ELEMENTS = 2**22  # smaller tiles than the kNN's: each pass makes several integer copies of a tile
 _N_TOP = 1 << 15  # bins of the upper 16 bits of a non-negative float32
 _RELATIVE_MARGIN = 2.0**-20
 
@@ -503,7 +504,7 @@ def calc_fnmr_at_fmr_by_embeddings(
     query_labels, gallery_labels = _label_codes(query_labels, gallery_labels, dists.n_queries, dists.n_galleries)
     query_labels, gallery_labels = query_labels.to(dists.device), gallery_labels.to(dists.device)
     width = tile_size or max(1, min(dists.n_galleries, MAX_TILE_WIDTH))
-    height = tile_size or max(1, TILE_ELEMENTS // width)
+    height = tile_size or max(1, FNMR_TILE_ELEMENTS // width)
     all_rows = torch.arange(dists.n_queries, device=dists.device)
     delta = float(dists.error_bound.max()) if dists.n_queries else 0.0
 
@@ -517,8 +518,8 @@ def calc_fnmr_at_fmr_by_embeddings(
     n_pos, n_neg = 0, 0
     hist_top = torch.zeros(_N_TOP + 1, dtype=torch.long)
     for _, _, tile, pos, neg in tiles():
-        n_pos += int(pos.sum())
-        n_neg += int(neg.sum())
+        n_pos += int(torch.count_nonzero(pos))
+        n_neg += int(torch.count_nonzero(neg))
         top = torch.where(neg, tile.view(torch.int32) >> 16, _N_TOP)
         hist_top += torch.bincount(top.flatten(), minlength=_N_TOP + 1).cpu()
     if n_pos == 0 or n_neg == 0:
@@ -528,16 +529,17 @@ def calc_fnmr_at_fmr_by_embeddings(
     cumulative = hist_top[:-1].cumsum(0)
     top_bin = {r: int(torch.searchsorted(cumulative, r, right=True)) for r in ranks}
     slots = sorted(set(top_bin.values()))
-    lut = torch.full((_N_TOP + 1,), -1, dtype=torch.long, device=dists.device)
-    lut[torch.tensor(slots, dtype=torch.long)] = torch.arange(len(slots), device=dists.device)
+    lut = torch.full((_N_TOP + 1,), -1, dtype=torch.int32, device=dists.device)
+    lut[torch.tensor(slots, dtype=torch.long)] = torch.arange(len(slots), dtype=torch.int32, device=dists.device)
 
     # pass 2: the lower bits inside the selected upper bins -> exact order statistics of the GEMM values
     hist_low = torch.zeros(len(slots) << 16, dtype=torch.long)
     for _, _, tile, _, neg in tiles():
         bits = tile.view(torch.int32)
-        slot = lut[torch.where(neg, bits >> 16, _N_TOP).long()]
-        keys = (slot << 16) | (bits & 0xFFFF).long()
-        hist_low += torch.bincount(keys[slot >= 0], minlength=len(slots) << 16).cpu()
+        slot = lut[torch.where(neg, bits >> 16, _N_TOP)]  # int32 throughout: no int64 copies of the tile
+        selected = slot >= 0
+        keys = (slot[selected] << 16) | (bits[selected] & 0xFFFF)
+        hist_low += torch.bincount(keys, minlength=len(slots) << 16).cpu()
     approx = {}
     for r in ranks:
         b = top_bin[r]
@@ -564,16 +566,23 @@ def calc_fnmr_at_fmr_by_embeddings(
         lo = (approx[r_lo] - delta) * (1 - _RELATIVE_MARGIN) - delta
         hi = (approx[r_hi] + delta) * (1 + _RELATIVE_MARGIN) + delta
         pos_bounds.append((_f32_down(lo), _f32_up(hi)))
+
+    def count(mask: Tensor, condition: Tensor) -> int:
+        return int(torch.count_nonzero(condition.logical_and_(mask)))
+
+    def band(mask: Tensor, lo: float, hi: float) -> Tuple[Tensor, Tensor]:
+        return (tile >= lo).logical_and_(tile <= hi).logical_and_(mask).nonzero(as_tuple=True)
+
     for rows, c0, tile, pos, neg in tiles():
         for r in ranks:
             lo, hi = neg_bounds[r]
-            neg_below[r] += int((neg & (tile < lo)).sum())
-            band_r, band_c = (neg & (tile >= lo) & (tile <= hi)).nonzero(as_tuple=True)
+            neg_below[r] += count(neg, tile < lo)
+            band_r, band_c = band(neg, lo, hi)
             neg_band[r].add(dists.exact_sq_distances(rows[band_r], band_c + c0))
         for i, (lo, hi) in enumerate(pos_bounds):
-            pos_approx[i] += int((pos & (tile >= _f32_up(approx_thresholds[i] ** 2))).sum())
-            pos_above[i] += int((pos & (tile > hi)).sum())
-            band_r, band_c = (pos & (tile >= lo) & (tile <= hi)).nonzero(as_tuple=True)
+            pos_approx[i] += count(pos, tile >= _f32_up(approx_thresholds[i] ** 2))
+            pos_above[i] += count(pos, tile > hi)
+            band_r, band_c = band(pos, lo, hi)
             pos_band[i].add(dists.exact_sq_distances(rows[band_r], band_c + c0))
 
     exact_stats: Dict[int, Optional[np.float32]] = {}

@@ -130,6 +130,12 @@ def test_separate_queries_and_galleries_and_categories():
         for name in ("cmc", "precision", "map", "fnmr@fmr"):
             for key, value in reference[name].items():
                 assert torch.isclose(result[category][name][key], value, atol=1e-6), (category, name, key)
+        unreduced = dense_reference(
+            storage, query_mask=mask, cmc_top_k=(1, 5), precision_top_k=(5,), map_top_k=(5,), reduce=False
+        )
+        for name in ("cmc", "precision", "map"):
+            for key, value in unreduced[name].items():
+                assert torch.equal(metric.metrics_unreduced[category][name][key], value), (category, name, key)
         in_category = torch.from_numpy(np.array(storage["categories"]) == category)
         pcf = calc_topological_metrics(storage["embeddings"][in_category], (0.5,))["pcf"][0.5]
         assert torch.equal(result[category]["pcf"][0.5], pcf)
