@@ -148,5 +148,21 @@ class Accumulator:
         synced._collected_samples = total
         return synced
 
+    def take(self, positions: Sequence[int]) -> "Accumulator":
+        """A new, full Accumulator with the samples at ``positions`` (in that order)."""
+        index = torch.as_tensor(list(positions), dtype=torch.long)
+        storage: TStorage = {}
+        for key, value in self._storage.items():
+            if isinstance(value, torch.Tensor):
+                storage[key] = value[index]
+            elif isinstance(value, np.ndarray):
+                storage[key] = value[index.numpy()]
+            else:
+                storage[key] = [value[p] for p in index.tolist()]
+        taken = Accumulator(self.keys_to_accumulate)
+        taken.num_samples = taken._collected_samples = len(index)
+        taken._storage = storage
+        return taken
+
 
 __all__ = ["Accumulator", "TStorage"]

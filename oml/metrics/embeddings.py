@@ -19,6 +19,7 @@ from torch import Tensor
 
 from oml.const import (
     EMBEDDINGS_KEY,
+    INDEX_KEY,
     IS_GALLERY_KEY,
     IS_QUERY_KEY,
     LABELS_KEY,
@@ -49,6 +50,7 @@ from oml.interfaces.retrieval import IDistancesPostprocessor
 from oml.metrics.accumulation import Accumulator
 from oml.metrics.plotting import plot_retrieval_rows
 from oml.utils.misc import flatten_dict
+from oml.utils.misc_torch import drop_duplicates_by_ids
 
 TMetricsDict_ByLabels = Dict[Union[str, int], TMetricsDict]
 BBOXES_KEYS = (X1_KEY, Y1_KEY, X2_KEY, Y2_KEY)
@@ -551,11 +553,22 @@ def _category_values(values: Any) -> Any:
 class EmbeddingMetricsDDP(EmbeddingMetrics, IMetricDDP):
     """``EmbeddingMetrics`` for DDP: ``sync()`` gathers the accumulated data of all processes before computing.
 
-    Every process then computes the same metrics. Samples duplicated by DDP padding stay in the data (OML 0.4.4).
+    Every process then computes the same metrics. When the dataset index (``idx``) is among the
+    ``extra_keys`` (the pipelines add it), the gathered samples are put back in dataset order and
+    samples duplicated by DDP padding are dropped, so the metrics equal those of one process exactly.
+    Without it, duplicates stay in the data, as in OML 0.4.4.
     """
 
+    index_key = INDEX_KEY
+
     def sync(self) -> None:
-        self.acc = self.acc.sync()
+        synced = self.acc.sync()
+        if self.index_key in synced.storage:
+            ids = synced.storage[self.index_key]
+            ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+            _, positions = drop_duplicates_by_ids(ids, list(range(len(ids))), sort=True)
+            synced = synced.take(positions)
+        self.acc = synced
 
 
 __all__ = ["EmbeddingMetrics", "EmbeddingMetricsDDP", "TMetricsDict_ByLabels", "validate_dataset"]

@@ -69,3 +69,12 @@ def test_sync_outside_ddp_returns_a_copy_with_a_warning():
     acc.refresh(3)
     with pytest.raises(ValueError, match="Only full storages"):
         acc.sync()
+
+
+def test_take_reorders_every_kind_of_storage() -> None:
+    acc = Accumulator(["t", "a", "l"])
+    acc.refresh(3)
+    acc.update_data({"t": torch.tensor([10, 11, 12]), "a": np.array([0.0, 1.0, 2.0]), "l": ["x", "y", "z"]})
+    taken = acc.take([2, 0])
+    assert taken.storage["t"].tolist() == [12, 10] and taken.storage["a"].tolist() == [2.0, 0.0]
+    assert taken.storage["l"] == ["z", "x"] and taken.is_storage_full() and taken.collected_samples == 2

@@ -116,7 +116,7 @@ def extractor_training_pipeline(cfg: TCfg) -> pl.Trainer:
         **parse_scheduler_from_config(cfg, optimizer),
     }
     metric_kwargs = {
-        "extra_keys": (train_dataset.paths_key, *train_dataset.bboxes_keys),
+        "extra_keys": (valid_dataset.paths_key, valid_dataset.index_key, *valid_dataset.bboxes_keys),
         **(cfg.get("metric_args") or {}),
     }
     if is_ddp:

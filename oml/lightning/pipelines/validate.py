@@ -52,7 +52,7 @@ def extractor_validation_pipeline(cfg: TCfg) -> Tuple[pl.Trainer, Dict[str, Any]
 
         postprocessor = get_postprocessor_by_cfg(cfg["postprocessor"])
     metric_kwargs = {
-        "extra_keys": (dataset.paths_key, *dataset.bboxes_keys),
+        "extra_keys": (dataset.paths_key, dataset.index_key, *dataset.bboxes_keys),
         "postprocessor": postprocessor,
         **(cfg.get("metric_args") or {}),
     }

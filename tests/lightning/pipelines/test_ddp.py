@@ -71,8 +71,8 @@ def test_ddp_validation_equals_one_process(
         torch.manual_seed(0)  # the same random extractor in both runs
         _, logs[devices] = extractor_validation_pipeline({**cfg, "devices": devices})
     assert set(logs[1]) == set(logs[2]) and "OVERALL/cmc/1" in logs[1]
-    for key in logs[1]:
-        assert logs[2][key] == pytest.approx(logs[1][key], abs=1e-6), key
+    # gathered samples are put back in dataset order, so every number is the same to the bit
+    assert logs[2] == logs[1]
 
 
 def test_ddp_prediction_embeds_each_image_once_in_order(mock_dataset_root: Path, tmp_path: Path) -> None:
