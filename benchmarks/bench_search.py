@@ -116,13 +116,14 @@ def main(argv: List[str]) -> None:
     print("-" * len(header))
     for config in args.configs:
         methods = ["gemm", "ours", "faiss_flat"] + (["faiss_ivf"] if args.ivf else [])
-        results = {method: _run(method, config) for method in methods}
+        results: Dict[str, Dict[str, Any]] = {}
         for method in methods:
-            r = results[method]
+            r = results[method] = _run(method, config)
             extra = f"recall@10 {r['recall']:.4f}" if "recall" in r else f"base {r['base_mb']:.0f} MB"
             print(
                 f"{config:>20} | {method:>10} | {r['seconds']:8.1f} | "
-                f"{r['seconds'] / results['gemm']['seconds']:7.2f} | {r['peak_mb']:12.0f} | {extra}"
+                f"{r['seconds'] / results['gemm']['seconds']:7.2f} | {r['peak_mb']:12.0f} | {extra}",
+                flush=True,
             )
         for path in (ROOT / "benchmarks").glob(".bench_search_exact_*.pt"):
             path.unlink()

@@ -72,7 +72,7 @@ def _plain_keys(values: Optional[Sequence[Any]], n: int, name: str) -> Optional[
     return out
 
 
-@dataclass
+@dataclass(eq=False)
 class SearchResult:
     """Nearest galleries of every query.
 

@@ -45,7 +45,7 @@ def test_pairwise_module_step() -> None:
         "labels": torch.tensor([0, 0, 1, 1, 2, 2]),
         "embeddings": torch.randn(6, 4),
     }
-    loss = module.training_step(batch, 0)
+    assert torch.isfinite(module.training_step(batch, 0))  # train mode (dropout on)
     ids1, ids2, is_negative = PairsMiner(hard_mining=False).sample(batch["embeddings"], batch["labels"])
     model.eval()  # dropout off for the comparison
     module.eval()
