@@ -134,6 +134,8 @@ def test_pipeline_end_to_end(cfg: Dict[str, Any], tmp_path: Path, monkeypatch: p
     _, logs_plain = extractor_validation_pipeline(without)
     assert logs_plain["OVERALL/cmc/5"] == pytest.approx(logs["OVERALL/cmc/5"])  # the top-5 set is not changed
 
+    (tmp_path / "again").mkdir()
+    monkeypatch.chdir(tmp_path / "again")
     postprocessor_training_pipeline(dict(copy.deepcopy(cfg), max_epochs=1))  # the cache is used
     assert len(calls) == 1
 
