@@ -15,7 +15,7 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from oml.const import HYDRA_VERSION
 
@@ -50,14 +50,46 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# top-level keys that hold paths: relative ones are meant from where ``oml`` was started
+PATH_KEYS = ("dataset_root", "data_dir", "save_dir", "embeddings_cache_dir", "ckpt_path")
+
+
+def absolutise_paths(cfg: Any, original_cwd: Path) -> Any:
+    """Make the config's relative paths absolute against ``original_cwd``.
+
+    Hydra runs the pipeline inside the run folder, so ``dataset_root=mock_dataset`` would otherwise
+    point into it. Besides ``PATH_KEYS``, any ``weights`` value that names an existing file relative
+    to ``original_cwd`` (e.g. ``extractor.args.weights=checkpoints/best.ckpt``) is made absolute too;
+    zoo names are left alone.
+    """
+    if isinstance(cfg, dict):
+        fixed = {}
+        for key, value in cfg.items():
+            relative = isinstance(value, str) and value != "" and not Path(value).is_absolute()
+            if relative and (key in PATH_KEYS or (key.endswith("weights") and (original_cwd / value).is_file())):
+                value = str(original_cwd / value)
+            fixed[key] = absolutise_paths(value, original_cwd)
+        return fixed
+    if isinstance(cfg, list):
+        return [absolutise_paths(value, original_cwd) for value in cfg]
+    return cfg
+
+
 def run_pipeline(pipeline: Callable, config: Path, overrides: List[str]) -> None:
     """Run ``pipeline`` through ``hydra.main`` with the config's folder as the config path."""
     import hydra
 
+    from oml.utils.misc import dictconfig_to_dict
+
     if not config.is_file():
         raise SystemExit(f"oml: the config file {config} does not exist.")
+    original_cwd = Path.cwd()
+
+    def job(cfg: Any) -> Any:
+        return pipeline(absolutise_paths(dictconfig_to_dict(cfg), original_cwd))
+
     runner = hydra.main(config_path=str(config.resolve().parent), config_name=config.stem, version_base=HYDRA_VERSION)(
-        pipeline
+        job
     )
     saved_argv = sys.argv
     sys.argv = [f"oml {config}", *overrides]

@@ -37,7 +37,8 @@ def test_help(tmp_path: Path) -> None:
 
 
 def test_train_with_overrides_writes_a_run_folder(mock_dataset_root: Path, tmp_path: Path) -> None:
-    result = oml(["train", str(TRAIN_YAML), f"dataset_root={mock_dataset_root}", "logs_root=logs", *FAST], tmp_path)
+    (tmp_path / "data").symlink_to(mock_dataset_root)  # a path relative to where oml is started
+    result = oml(["train", str(TRAIN_YAML), "dataset_root=data", "logs_root=logs", *FAST], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = list((tmp_path / "logs").iterdir())
     assert len(runs) == 1 and runs[0].name.endswith("_mock")
@@ -73,3 +74,22 @@ def test_clear_errors(
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="nope.yaml does not exist"):
         main(["validate", str(tmp_path / "nope.yaml")])
+
+
+def test_relative_paths_are_resolved_from_the_starting_folder(tmp_path: Path) -> None:
+    from oml.cli import absolutise_paths
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "best.ckpt").write_bytes(b"x")
+    cfg = {
+        "dataset_root": "data",
+        "save_dir": "/abs/out",
+        "extractor": {"name": "vit", "args": {"weights": "ckpt/best.ckpt"}},
+        "postprocessor": {"args": {"pairwise_model": {"args": {"weights": "vits16_dino"}}}},
+        "tags": ["data"],
+    }
+    fixed = absolutise_paths(cfg, tmp_path)
+    assert fixed["dataset_root"] == str(tmp_path / "data") and fixed["save_dir"] == "/abs/out"
+    assert fixed["extractor"]["args"]["weights"] == str(tmp_path / "ckpt" / "best.ckpt")
+    assert fixed["postprocessor"]["args"]["pairwise_model"]["args"]["weights"] == "vits16_dino"  # a zoo name
+    assert fixed["tags"] == ["data"]
