@@ -179,7 +179,7 @@ def postprocessor_training_pipeline(cfg: TCfg) -> pl.Trainer:
     }
     dataset = loader_val.dataset
     metric_kwargs = {
-        "extra_keys": (dataset.paths_key, *dataset.bboxes_keys),
+        "extra_keys": (dataset.paths_key, dataset.index_key, *dataset.bboxes_keys),
         "postprocessor": postprocessor,
         **(cfg.get("metric_args") or {}),
     }
