@@ -1,20 +1,19 @@
 """LightningModule that trains a pairwise model (a re-ranker) on pairs mined from precomputed embeddings."""
 
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from oml.const import EMBEDDINGS_KEY, INPUT_TENSORS_KEY, LABELS_KEY
-from oml.interfaces.models import IFreezable, IPairwiseModel
+from oml.interfaces.models import IPairwiseModel
+from oml.lightning.modules.base import TrainableModule, TScheduler
 from oml.lightning.modules.ddp import ModuleDDP, TLoaders
 from oml.miners.pairs import PairsMiner
 
 
-class PairwiseModule(pl.LightningModule):
+class PairwiseModule(TrainableModule):
     """Trains ``pairwise_model`` to tell negative pairs from positive ones.
 
     Every training batch holds the images (``input_tensors_key``), their labels and their embeddings from a
@@ -31,7 +30,7 @@ class PairwiseModule(pl.LightningModule):
         pairs_miner: PairsMiner,
         criterion: nn.Module,
         optimizer: Optimizer,
-        scheduler: Optional[Union[LRScheduler, ReduceLROnPlateau]] = None,
+        scheduler: Optional[TScheduler] = None,
         scheduler_interval: str = "step",
         scheduler_frequency: int = 1,
         input_tensors_key: str = INPUT_TENSORS_KEY,
@@ -41,24 +40,20 @@ class PairwiseModule(pl.LightningModule):
         freeze_n_epochs: int = 0,
     ):
         super().__init__()
-        if isinstance(scheduler, ReduceLROnPlateau) and scheduler_monitor_metric is None:
-            raise ValueError("ReduceLROnPlateau needs scheduler_monitor_metric (e.g. 'OVERALL/cmc/1').")
-        if freeze_n_epochs > 0 and not isinstance(pairwise_model, IFreezable):
-            raise TypeError(
-                f"freeze_n_epochs={freeze_n_epochs} needs an IFreezable model, got {type(pairwise_model).__name__}."
-            )
-        self.model = pairwise_model
+        self.set_training(
+            pairwise_model,
+            optimizer,
+            scheduler,
+            scheduler_interval,
+            scheduler_frequency,
+            scheduler_monitor_metric,
+            freeze_n_epochs,
+        )
         self.miner = pairs_miner
         self.criterion = criterion
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.scheduler_interval = scheduler_interval
-        self.scheduler_frequency = scheduler_frequency
-        self.monitor_metric = scheduler_monitor_metric
         self.input_tensors_key = input_tensors_key
         self.labels_key = labels_key
         self.embeddings_key = embeddings_key
-        self.freeze_n_epochs = freeze_n_epochs
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         return self.model(x1, x2)
@@ -83,26 +78,6 @@ class PairwiseModule(pl.LightningModule):
 
     def validation_step(self, batch: Dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> Dict[str, Any]:
         return batch
-
-    def configure_optimizers(self) -> Any:
-        if self.scheduler is None:
-            return self.optimizer
-        scheduler: Dict[str, Any] = {
-            "scheduler": self.scheduler,
-            "interval": self.scheduler_interval,
-            "frequency": self.scheduler_frequency,
-        }
-        if isinstance(self.scheduler, ReduceLROnPlateau):
-            scheduler["monitor"] = self.monitor_metric
-        return {"optimizer": self.optimizer, "lr_scheduler": scheduler}
-
-    def on_train_epoch_start(self) -> None:
-        if self.freeze_n_epochs <= 0:
-            return
-        if self.current_epoch < self.freeze_n_epochs:
-            self.model.freeze()  # type: ignore[attr-defined]
-        else:
-            self.model.unfreeze()  # type: ignore[attr-defined]
 
 
 class PairwiseModuleDDP(PairwiseModule, ModuleDDP):
