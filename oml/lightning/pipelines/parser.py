@@ -1,12 +1,14 @@
 """Build Trainer arguments, a logger, a scheduler, a sampler and a checkpoint callback from a pipeline config."""
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
+import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger
 from torch.optim import Optimizer
+from torch.utils.data import DataLoader
 
 from oml.const import TCfg
 from oml.interfaces.samplers import IBatchSampler
@@ -127,7 +129,41 @@ def parse_ckpt_callback_from_config(cfg: TCfg) -> ModelCheckpoint:
     )
 
 
+def fit_by_config(
+    cfg: TCfg,
+    module: pl.LightningModule,
+    loader_train: DataLoader,
+    loader_val: DataLoader,
+    callbacks: List[Callback],
+    logger: Logger,
+    engine_params: Dict[str, Any],
+) -> pl.Trainer:
+    """Build the Trainer of a training pipeline and fit ``module``; returns the trainer.
+
+    Adds the checkpoint callback; reads ``max_epochs``, ``valid_period``, ``precision``,
+    ``lightning_trainer_extra_args``, ``validate_before_training`` and ``ckpt_path`` (resume). Under DDP
+    the module owns its loaders (``ModuleDDP``), so none are passed to the Trainer.
+    """
+    trainer = pl.Trainer(
+        max_epochs=cfg["max_epochs"],
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=cfg.get("valid_period", 1),
+        precision=parse_precision(cfg.get("precision", 32), engine_params["accelerator"]),
+        logger=logger,
+        callbacks=[*callbacks, parse_ckpt_callback_from_config(cfg)],
+        **engine_params,
+        **(cfg.get("lightning_trainer_extra_args") or {}),
+    )
+    is_ddp = check_is_config_for_ddp(engine_params)
+    loaders = {} if is_ddp else {"train_dataloaders": loader_train, "val_dataloaders": loader_val}
+    if cfg.get("validate_before_training", False):
+        trainer.validate(model=module, dataloaders=loaders.get("val_dataloaders"), verbose=False)
+    trainer.fit(model=module, ckpt_path=cfg.get("ckpt_path"), **loaders)
+    return trainer
+
+
 __all__ = [
+    "fit_by_config",
     "ConfigError",
     "require_keys",
     "parse_engine_params_from_config",

@@ -13,10 +13,9 @@ from oml.lightning.modules.extractor import ExtractorModule, ExtractorModuleDDP
 from oml.lightning.pipelines.parser import (
     ConfigError,
     check_is_config_for_ddp,
+    fit_by_config,
     initialize_logging,
-    parse_ckpt_callback_from_config,
     parse_engine_params_from_config,
-    parse_precision,
     parse_sampler_from_config,
     parse_scheduler_from_config,
     require_keys,
@@ -130,21 +129,7 @@ def extractor_training_pipeline(cfg: TCfg) -> pl.Trainer:
             metric=EmbeddingMetrics(**metric_kwargs), log_images=cfg.get("log_images", False)
         )
 
-    trainer = pl.Trainer(
-        max_epochs=cfg["max_epochs"],
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=cfg.get("valid_period", 1),
-        precision=parse_precision(cfg.get("precision", 32), engine_params["accelerator"]),
-        logger=logger,
-        callbacks=[metrics_callback, parse_ckpt_callback_from_config(cfg)],
-        **engine_params,
-        **(cfg.get("lightning_trainer_extra_args") or {}),
-    )
-    loaders = {} if is_ddp else {"train_dataloaders": loader_train, "val_dataloaders": loader_val}
-    if cfg.get("validate_before_training", False):
-        trainer.validate(model=module, dataloaders=loaders.get("val_dataloaders"), verbose=False)
-    trainer.fit(model=module, ckpt_path=cfg.get("ckpt_path"), **loaders)
-    return trainer
+    return fit_by_config(cfg, module, loader_train, loader_val, [metrics_callback], logger, engine_params)
 
 
 __all__ = ["extractor_training_pipeline", "get_retrieval_loaders"]
