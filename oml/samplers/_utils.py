@@ -187,3 +187,38 @@ __all__ = [
     "check_enough_instances",
     "group_labels_by_category",
 ]
+
+
+def prepare_category_groups(
+    labels: TLabelsInput,
+    label2category: Dict[Any, Any],
+    n_categories: int,
+    n_labels: int,
+    n_instances: int,
+    too_few_labels_advice: Optional[str],
+) -> Tuple[Groups, Groups]:
+    """Checks and groups shared by the category samplers: ``(samples by label, labels by category)``.
+
+    Args:
+        too_few_labels_advice: None skips the check that every category has ``n_labels`` labels;
+            otherwise it ends the error message of that check.
+    """
+    check_positive_int(n_categories, "n_categories")
+    check_positive_int(n_labels, "n_labels")
+    check_positive_int(n_instances, "n_instances")
+    groups = Groups(labels_to_array(labels))
+    check_enough_instances(groups, minimum=2)
+    _, categories = group_labels_by_category(groups.values, label2category)
+    if n_categories > len(categories):
+        raise ValueError(
+            f"n_categories={n_categories} is larger than the number of categories in the dataset ({len(categories)})."
+        )
+    if too_few_labels_advice is not None:
+        small = categories.counts < n_labels
+        if small.any():
+            raise ValueError(
+                f"Category {categories.values[small][0].item()!r} has only {int(categories.counts[small][0])} "
+                f"label(s), fewer than n_labels={n_labels} ({int(small.sum())} category(ies) are too small); "
+                f"{too_few_labels_advice}."
+            )
+    return groups, categories

@@ -7,12 +7,9 @@ import numpy as np
 from oml.interfaces.samplers import IBatchSampler
 from oml.samplers._utils import (
     EpochMixin,
-    Groups,
     TLabelsInput,
-    check_enough_instances,
     check_positive_int,
-    group_labels_by_category,
-    labels_to_array,
+    prepare_category_groups,
     sample_members,
 )
 
@@ -53,25 +50,10 @@ class DistinctCategoryBalanceSampler(EpochMixin, IBatchSampler):
         epoch_size: int,
         seed: Optional[int] = None,
     ):
-        check_positive_int(n_categories, "n_categories")
-        check_positive_int(n_labels, "n_labels")
-        check_positive_int(n_instances, "n_instances")
         check_positive_int(epoch_size, "epoch_size")
-        self._groups = Groups(labels_to_array(labels))
-        check_enough_instances(self._groups, minimum=2)
-        _, self._categories = group_labels_by_category(self._groups.values, label2category)
-        if n_categories > len(self._categories):
-            raise ValueError(
-                f"n_categories={n_categories} is larger than the number of categories in the dataset "
-                f"({len(self._categories)})."
-            )
-        small = self._categories.counts < n_labels
-        if small.any():
-            category = self._categories.values[small][0].item()
-            raise ValueError(
-                f"Category {category!r} has only {int(self._categories.counts[small][0])} label(s), fewer than "
-                f"n_labels={n_labels} ({int(small.sum())} category(ies) are too small); decrease n_labels."
-            )
+        self._groups, self._categories = prepare_category_groups(
+            labels, label2category, n_categories, n_labels, n_instances, too_few_labels_advice="decrease n_labels"
+        )
         self.n_categories = int(n_categories)
         self.n_labels = int(n_labels)
         self.n_instances = int(n_instances)
