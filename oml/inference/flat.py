@@ -17,6 +17,7 @@ from oml.inference.abstract import _inference
 from oml.transforms.images.utils import TTransforms
 from oml.utils.dataframe_format import check_retrieval_dataframe_format
 from oml.utils.images.images import TImReader
+from oml.utils.io import atomic_write
 
 TPath = Union[str, Path]
 CACHE_FORMAT = "oml-embeddings-cache-v1"
@@ -120,14 +121,8 @@ def save_embeddings_cache(path: TPath, key: str, embeddings: Tensor) -> None:
     """Save ``embeddings`` with their cache ``key`` (plain tensors and strings; written atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         torch.save({"format": CACHE_FORMAT, "key": key, "embeddings": embeddings.detach().cpu()}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _bboxes_of(df: pd.DataFrame) -> Optional[List[Optional[TBBox]]]:

@@ -28,6 +28,7 @@ from oml.inference.flat import inference_on_images
 from oml.retrieval.backends import SearchBackend, get_backend
 from oml.retrieval.decision import calibrate_threshold, knn_vote
 from oml.transforms.images.utils import TTransforms
+from oml.utils.io import atomic_write
 
 TPath = Union[str, Path]
 TKey = Union[int, str]
@@ -270,14 +271,8 @@ class SearchIndex:
             "backend_params": dict(self.backend.params),
             "backend_state": self.backend.serialize(),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        os.close(fd)
-        try:
+        with atomic_write(path) as tmp:
             torch.save(content, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     @classmethod
     def load(cls, path: TPath) -> "SearchIndex":

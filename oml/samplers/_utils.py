@@ -5,6 +5,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from oml.utils.checks import check_int
+
 TLabelsInput = Union[Sequence[Any], np.ndarray, torch.Tensor]
 
 
@@ -129,11 +131,8 @@ class EpochMixin:
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
-    """Raise ``TypeError``/``ValueError`` unless ``value`` is an integer ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+    """Raise ``InvalidArgumentError`` (a ``TypeError`` and a ``ValueError``) unless ``value`` is an int ``>= minimum``."""
+    check_int(value, name, minimum=minimum)
 
 
 def check_enough_instances(groups: Groups, minimum: int = 2) -> None:

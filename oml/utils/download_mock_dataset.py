@@ -35,6 +35,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from oml.const import MOCK_DATASET_PATH
+from oml.utils.io import write_bytes_atomic
 
 FIGURES = ("circle", "square", "triangle", "cross", "star", "hexagon")
 PALETTE: Dict[str, Tuple[int, int, int]] = {
@@ -167,14 +168,6 @@ def get_mock_dataset_md5() -> str:
     return md5.hexdigest()
 
 
-def _write_atomic(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(content)
-    os.replace(tmp, path)
-
-
 def download_mock_dataset(
     dataset_root: Union[str, Path] = MOCK_DATASET_PATH, check_md5: bool = True
 ) -> Tuple[pd.DataFrame, pd.DataFrame]:
@@ -195,7 +188,7 @@ def download_mock_dataset(
         if not path.is_file() or (
             check_md5 and hashlib.md5(path.read_bytes()).digest() != hashlib.md5(content).digest()
         ):
-            _write_atomic(path, content)
+            write_bytes_atomic(path, content)
 
     df = pd.read_csv(root / "df.csv")
     df_train = df[df["split"] == "train"].reset_index(drop=True)

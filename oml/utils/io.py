@@ -1,5 +1,6 @@
-"""Hashes, and downloads of checkpoints: progress bar, md5 check, atomic write, several sources."""
+"""Atomic writes, hashes, and downloads of checkpoints: progress bar, md5 check, several sources."""
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -7,7 +8,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 from tqdm.auto import tqdm
 
@@ -15,6 +16,43 @@ from oml.const import CKPT_SAVE_ROOT, REQUESTS_TIMEOUT
 
 TPath = Union[str, Path]
 _CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def atomic_write(path: TPath, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one step.
+
+    Readers never see a half-written file: the content goes to a hidden temporary file in the same
+    folder (so the final ``os.replace`` is a rename on one file system), is flushed to disk, and only
+    then takes the final name. If the block raises, the temporary file is removed and ``path`` keeps
+    its old content (or stays absent).
+
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+    >>> with atomic_write(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text()
+    'done'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp_name)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(path: TPath, content: bytes) -> None:
+    """Write ``content`` to ``path`` atomically (see :func:`atomic_write`)."""
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(content)
 
 
 class DownloadError(RuntimeError):
@@ -62,12 +100,9 @@ def _as_url(url_or_fid: str) -> str:
 
 def _download_to(url: str, destination: Path, timeout: float, hash_md5: Optional[str]) -> None:
     """Stream ``url`` into a temporary file next to ``destination``; rename only if complete and valid."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    tmp_path = Path(tmp_name)
-    try:
+    with atomic_write(destination, suffix=".part") as tmp_path:
         request = urllib.request.Request(url, headers={"User-Agent": "oml"})
-        with urllib.request.urlopen(request, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
+        with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp_path, "wb") as out:
             total = response.headers.get("Content-Length")
             total_bytes = int(total) if total is not None else None
             received = 0
@@ -82,10 +117,6 @@ def _download_to(url: str, destination: Path, timeout: float, hash_md5: Optional
             actual = calc_file_hash(tmp_path)
             if not actual.startswith(hash_md5):
                 raise DownloadError(f"md5 mismatch: expected a hash starting with {hash_md5!r}, got {actual!r}")
-        os.replace(tmp_path, destination)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 def download_file_from_url(

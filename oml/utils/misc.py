@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from oml.const import DOTENV_PATH
+from oml.utils.checks import check_ints
 
 
 def find_value_ids(it: Iterable[Any], value: Any) -> List[int]:
@@ -111,9 +112,7 @@ def remove_unused_kwargs(kwargs: Dict[str, Any], constructor: Callable[..., Any]
 
 def check_if_nonempty_positive_integers(var: Any, name: str) -> None:
     """Raise ``ValueError`` unless ``var`` is a non-empty sequence of positive integers (or one)."""
-    values = var if isinstance(var, (list, tuple)) else [var]
-    if not values or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in values):
-        raise ValueError(f"{name} must be a positive integer or a non-empty sequence of them, got {var!r}.")
+    check_ints(var, name, minimum=1)
 
 
 def compare_dicts_recursively(d1: Mapping[Any, Any], d2: Mapping[Any, Any]) -> bool:

@@ -63,5 +63,5 @@ def test_errors() -> None:
         DistinctCategoryBalanceSampler(labels, label2category, 1, 2, 2, 5)
     with pytest.raises(ValueError, match="n_categories=3 is larger"):
         DistinctCategoryBalanceSampler(labels, label2category, 3, 1, 2, 5)
-    with pytest.raises(ValueError, match="epoch_size must be at least 1"):
+    with pytest.raises(ValueError, match="epoch_size must be a positive integer"):
         DistinctCategoryBalanceSampler(labels, label2category, 1, 1, 2, 0)

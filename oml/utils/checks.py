@@ -1,0 +1,85 @@
+"""Argument checks shared by the whole package: one wording, one rule for what counts as an integer.
+
+Every public constructor and function that takes a count, a ``k`` or a list of them calls these, so
+``numpy`` integers are accepted everywhere (they come out of pandas and numpy code all the time),
+``bool`` is refused everywhere (``True`` is an ``int`` to Python but never a meaningful count), and
+the message names the argument and what was expected.
+
+The error type, :class:`InvalidArgumentError`, is both a ``TypeError`` and a ``ValueError``: a
+wrong type and a wrong value are told apart by the message, and callers that catch either keep
+working.
+"""
+
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["InvalidArgumentError", "check_int", "check_ints", "check_in_range", "is_int"]
+
+
+class InvalidArgumentError(TypeError, ValueError):
+    """An argument of the wrong type or out of its range (catch it as either)."""
+
+
+def is_int(value: Any) -> bool:
+    """True for Python and numpy integers, False for ``bool`` and everything else."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(value: Any, name: str, minimum: Optional[int] = 1, maximum: Optional[int] = None) -> int:
+    """Return ``value`` as an ``int`` after checking it is an integer in ``[minimum, maximum]``.
+
+    Args:
+        value: The argument to check.
+        name: Its name, for the message.
+        minimum: The smallest allowed value (``None``: no lower bound). Default 1: a positive count.
+        maximum: The largest allowed value (``None``: no upper bound).
+
+    Raises:
+        InvalidArgumentError: ``value`` is not an integer (``bool`` included) or out of range.
+
+    >>> check_int(np.int64(3), "k")
+    3
+    >>> check_int(0, "k")
+    Traceback (most recent call last):
+    ...
+    oml.utils.checks.InvalidArgumentError: k must be a positive integer, got 0.
+    """
+    expected = _describe(minimum, maximum)
+    if not is_int(value):
+        raise InvalidArgumentError(f"{name} must be {expected}, got {value!r} of type {type(value).__name__}.")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise InvalidArgumentError(f"{name} must be {expected}, got {value!r}.")
+    return int(value)
+
+
+def _describe(minimum: Optional[int], maximum: Optional[int]) -> str:
+    if maximum is None:
+        if minimum == 1:
+            return "a positive integer"
+        if minimum == 0:
+            return "a non-negative integer"
+    bounds = [f">= {minimum}" if minimum is not None else "", f"<= {maximum}" if maximum is not None else ""]
+    return " ".join(["an integer", " and ".join(b for b in bounds if b)]).strip()
+
+
+def check_ints(values: Any, name: str, minimum: Optional[int] = 1) -> Tuple[int, ...]:
+    """Check a non-empty sequence of integers ``>= minimum`` (a single integer counts as one).
+
+    >>> check_ints([1, np.int32(5)], "top_k")
+    (1, 5)
+    """
+    items = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values]
+    if not items or not all(is_int(v) and (minimum is None or v >= minimum) for v in items):
+        kind = "positive integers" if minimum == 1 else f"integers >= {minimum}" if minimum is not None else "integers"
+        raise InvalidArgumentError(f"{name} must contain {kind} (one, or a non-empty sequence of them), got {values!r}.")
+    return tuple(int(v) for v in items)
+
+
+def check_in_range(values: Sequence[float], min_: float, max_: float, name: str) -> None:
+    """Raise unless ``values`` is non-empty and every value lies in ``[min_, max_]``."""
+    if len(values) == 0:
+        raise InvalidArgumentError(f"{name} must not be empty.")
+    bad = [v for v in values if not (min_ <= float(v) <= max_)]
+    if bad:
+        raise InvalidArgumentError(f"{name} must be in [{min_}, {max_}], got {list(values)} ({bad} out of range).")
