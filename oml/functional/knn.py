@@ -29,12 +29,15 @@ from typing import Iterator, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
+from oml.functional.distances import EXACT_BUDGET, distance_dtype, exact_sq_distances_of_pairs
+from oml.functional.ordering import float_order_keys, sort_by_value_then_index
+from oml.utils.checks import check_embeddings, check_int
+
 TILE_ELEMENTS = 2**24  # values in a distance tile (64 MB in float32)
 MAX_TILE_WIDTH = 2**15  # galleries in a tile: wide tiles amortise the per-row cost of the selection
 SYMMETRIC_TILE_SIZE = 4096  # square tiles of the symmetric mode
 SUB_BLOCK = 32  # the minima of sub-blocks of this size pre-select the candidates inside a tile
 CHUNK = 8192  # rows centred at once when the GEMM operands are prepared
-EXACT_BUDGET = 2**20  # values gathered at once by the exact recomputation (and candidates finalised at once)
 
 
 class KNNResult(NamedTuple):
@@ -55,22 +58,6 @@ def matmul_unit_roundoff(dtype: torch.dtype, device: torch.device) -> float:
     if precision == "high" or tf32:
         return 2.0**-11
     return 2.0**-24
-
-
-def _check_embeddings(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor) or x.ndim != 2:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name} must be a 2D tensor [N, D], got {shape}.")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating point tensor, got {x.dtype}.")
-    suspicious = (~torch.isfinite(x.sum(dim=1))).nonzero().flatten()  # no [N, D] temporary in the common case
-    if len(suspicious):
-        rows = suspicious[~torch.isfinite(x[suspicious]).all(dim=1)]
-    if len(suspicious) and len(rows):
-        raise ValueError(
-            f"{name} contain NaN or inf in {len(rows)} of {len(x)} rows (e.g. rows {rows[:10].tolist()}); "
-            f"distances to them are undefined."
-        )
 
 
 def _check_ids(ids: Optional[Tensor], n: int, name: str) -> Optional[Tensor]:
@@ -103,9 +90,9 @@ class QueryGalleryDistances:
         query_ids: Optional[Tensor] = None,
         gallery_ids: Optional[Tensor] = None,
     ):
-        _check_embeddings(queries, "queries")
+        check_embeddings(queries, "queries")
         if galleries is not queries:
-            _check_embeddings(galleries, "galleries")
+            check_embeddings(galleries, "galleries")
         if queries.shape[1] != galleries.shape[1]:
             raise ValueError(
                 f"queries and galleries must have the same dimension, got {queries.shape[1]} and {galleries.shape[1]}."
@@ -113,7 +100,7 @@ class QueryGalleryDistances:
         if queries.device != galleries.device:
             raise ValueError(f"queries and galleries are on different devices: {queries.device}, {galleries.device}.")
         self.symmetric = queries is galleries and (query_ids is gallery_ids)
-        compute_dtype = torch.float64 if torch.float64 in (queries.dtype, galleries.dtype) else torch.float32
+        compute_dtype = distance_dtype(queries, galleries)
         self.out_dtype = compute_dtype
         self.queries = queries.to(compute_dtype).contiguous()
         self.galleries = self.queries if self.symmetric else galleries.to(compute_dtype).contiguous()
@@ -268,20 +255,7 @@ class QueryGalleryDistances:
 
         Differences and sums in float64: the square root rounded to float32 is the correctly rounded distance.
         """
-        rows, cols = rows.to(self.device), cols.to(self.device)
-        out = torch.empty(len(rows), dtype=torch.float64, device=self.device)
-        step = max(1, min(len(rows), EXACT_BUDGET // self.dim))
-        buffers = [torch.empty(step, self.dim, dtype=self.queries.dtype, device=self.device) for _ in range(2)]
-        buffers += [torch.empty(step, self.dim, dtype=torch.float64, device=self.device) for _ in range(2)]
-        for p0 in range(0, len(rows), step):
-            n = min(step, len(rows) - p0)
-            q32, g32, q64, g64 = (b[:n] for b in buffers)
-            torch.index_select(self.queries, 0, rows[p0 : p0 + n], out=q32)
-            torch.index_select(self.galleries, 0, cols[p0 : p0 + n], out=g32)
-            q64.copy_(q32)
-            g64.copy_(g32)
-            torch.sum(g64.sub_(q64).square_(), dim=1, out=out[p0 : p0 + n])
-        return out
+        return exact_sq_distances_of_pairs(self.queries, self.galleries, rows, cols)
 
     def exact_distances(self, rows: Tensor, cols: Tensor) -> Tensor:
         """Exact distances (``out_dtype``) of the pairs of ``exact_sq_distances``; same-sample pairs are ``+inf``."""
@@ -297,12 +271,6 @@ class QueryGalleryDistances:
 
 
 # ---------------------------------------------------------------------- selection helpers
-def _sortable(values: Tensor) -> Tensor:
-    """Non-negative int64 keys in ``[0, 2^32)`` with the order of the float32 ``values``."""
-    bits = values.float().view(torch.int32).long()
-    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + 2**31
-
-
 class _Candidates:
     """The ``kk`` best (smallest GEMM value) candidates of every query seen so far, updated tile by tile.
 
@@ -388,7 +356,7 @@ class _Candidates:
         rows = torch.cat([touched.repeat_interleave(kk), rows])
         cols = torch.cat([self.cols[touched].flatten(), cols])
         values = torch.cat([self.values[touched].flatten(), values.to(self.values.dtype)])
-        order = torch.argsort((rows << 32) | _sortable(values))
+        order = torch.argsort((rows << 32) | (float_order_keys(values) + 2**31))
         rows, cols, values = rows[order], cols[order], values[order]
         rank = torch.arange(len(rows), device=rows.device) - torch.searchsorted(rows, rows)
         keep = rank < kk
@@ -451,14 +419,6 @@ def _scan_symmetric(dists: QueryGalleryDistances, kk: int, tile_size: int) -> Tu
     return candidates.values, candidates.cols
 
 
-def _sort_exact(dist: Tensor, cols: Tensor, k: int) -> Tuple[Tensor, Tensor]:
-    """First ``k`` of every row ordered by (distance, column)."""
-    cols, order = torch.sort(cols, dim=1)
-    dist = dist.gather(1, order)
-    order = torch.argsort(dist, dim=1, stable=True)[:, :k]
-    return dist.gather(1, order), cols.gather(1, order)
-
-
 def _finalize(
     dists: QueryGalleryDistances, rows: Tensor, values: Tensor, cols: Tensor, k: int
 ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -477,7 +437,7 @@ def _finalize(
     dist = torch.full(cols.shape, float("inf"), dtype=dists.out_dtype, device=cols.device)
     dist[r, j] = dists.exact_distances(rows[r], cols[r, j])
     cols = torch.where(cols < 0, torch.full_like(cols, n_galleries), cols)
-    out_d, out_i = _sort_exact(dist, cols, k)
+    out_d, out_i = sort_by_value_then_index(dist, cols, k)
     return out_d, out_i, certified
 
 
@@ -490,7 +450,7 @@ def _brute_force(dists: QueryGalleryDistances, rows: Tensor, k: int) -> Tuple[Te
         chunk = rows[r0 : r0 + step]
         cols = all_cols.expand(len(chunk), -1)
         r = chunk.repeat_interleave(dists.n_galleries)
-        d, i = _sort_exact(dists.exact_distances(r, cols.reshape(-1)).view(cols.shape), cols, k)
+        d, i = sort_by_value_then_index(dists.exact_distances(r, cols.reshape(-1)).view(cols.shape), cols, k)
         out_d.append(d)
         out_i.append(i)
     return torch.cat(out_d), torch.cat(out_i)
@@ -532,8 +492,9 @@ def exact_knn(
     """
     dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids)
     n_galleries = dists.n_galleries
-    if isinstance(k, bool) or not isinstance(k, int) or n_galleries == 0 or not 1 <= k <= n_galleries:
-        raise ValueError(f"k must be an integer in [1, n_galleries={n_galleries}], got {k!r}.")
+    if n_galleries == 0:
+        raise ValueError("k must be at most the number of galleries, but the gallery is empty.")
+    k = check_int(k, "k", minimum=1, maximum=n_galleries)
     if tile_size is not None and tile_size < 1:
         raise ValueError(f"tile_size must be positive, got {tile_size}.")
     width = tile_size or min(n_galleries, MAX_TILE_WIDTH)

@@ -16,7 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from oml.functional.distances import exact_cdist
 from oml.functional.knn import MAX_TILE_WIDTH, QueryGalleryDistances
+from oml.functional.ordering import topk_stable
+from oml.utils.checks import check_in_range, check_ints
+from oml.utils.labels import encode_labels
 from oml.utils.misc_torch import PCA, elementwise_dist
 
 TMetricsDict = Dict[str, Dict[Union[int, float], Union[float, Tensor]]]
@@ -32,21 +36,6 @@ def _to_tensor(array: Union[np.ndarray, Tensor, Sequence[Any]]) -> Tensor:
     return torch.tensor(array)
 
 
-def _check_if_in_range(vals: Sequence[float], min_: float, max_: float, name: str) -> None:
-    """Raise ``ValueError`` if ``vals`` is empty or any value is outside ``[min_, max_]``."""
-    if len(vals) == 0:
-        raise ValueError(f"{name} must not be empty.")
-    bad = [v for v in vals if not (min_ <= float(v) <= max_)]
-    if bad:
-        raise ValueError(f"{name} must be in [{min_}, {max_}], got {list(vals)} ({bad} out of range).")
-
-
-def _check_top_k(top_k: Sequence[int], name: str) -> None:
-    for k in top_k:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"{name} must contain positive integers, got {tuple(top_k)}.")
-
-
 def _clip_max_with_warning(arr: Sequence[int], max_el: int) -> Tuple[int, ...]:
     """Clip every k to ``max_el`` (the gallery size), warning when something is clipped."""
     if any(a > max_el for a in arr):
@@ -58,13 +47,12 @@ def _clip_max_with_warning(arr: Sequence[int], max_el: int) -> Tuple[int, ...]:
     return tuple(min(a, max_el) for a in arr)
 
 
-def _check_gt_tops(gt_tops: Tensor, top_k: Sequence[int]) -> Tensor:
+def _check_gt_tops(gt_tops: Tensor, top_k: Sequence[int]) -> Tuple[Tensor, Tuple[int, ...]]:
+    """The relevance as bool and the values of k clipped to its width (OML 0.4.4 clips with a warning)."""
     if gt_tops.ndim != 2:
         raise ValueError(f"gt_tops must be a [Q, K] matrix, got shape {tuple(gt_tops.shape)}.")
-    _check_top_k(top_k, "top_k")
-    if top_k and max(top_k) > gt_tops.shape[1]:
-        raise ValueError(f"top_k {tuple(top_k)} exceed the width of gt_tops ({gt_tops.shape[1]}); clip them first.")
-    return gt_tops.bool()
+    top_k = check_ints(top_k, "top_k", allow_empty=True)
+    return gt_tops.bool(), _clip_max_with_warning(top_k, gt_tops.shape[1])
 
 
 def _check_n_gt(n_gt: Tensor, n_queries: int) -> Tensor:
@@ -86,13 +74,13 @@ def calc_cmc(gt_tops: Tensor, top_k: Tuple[int, ...]) -> List[Tensor]:
 
     Args:
         gt_tops: ``[Q, K]`` relevance of the retrieved items, ordered by distance.
-        top_k: the values of k (each ``<= K``).
+        top_k: the values of k; values above ``K`` are clipped to ``K`` with a warning (as OML 0.4.4 does).
 
     >>> gt_tops = torch.tensor([[0, 1, 0], [0, 0, 0], [1, 0, 1]], dtype=torch.bool)
     >>> calc_cmc(gt_tops, (1, 2))
     [tensor([0., 0., 1.]), tensor([1., 0., 1.])]
     """
-    gt_tops = _check_gt_tops(gt_tops, top_k)
+    gt_tops, top_k = _check_gt_tops(gt_tops, top_k)
     return [gt_tops[:, :k].any(dim=1).float() for k in top_k]
 
 
@@ -105,7 +93,7 @@ def calc_precision(gt_tops: Tensor, n_gt: Tensor, top_k: Tuple[int, ...]) -> Lis
     >>> calc_precision(gt_tops, n_gt=torch.tensor([2, 5]), top_k=(1, 3))
     [tensor([1., 0.]), tensor([1.0000, 0.3333])]
     """
-    gt_tops = _check_gt_tops(gt_tops, top_k)
+    gt_tops, top_k = _check_gt_tops(gt_tops, top_k)
     n_gt = _check_n_gt(n_gt, gt_tops.shape[0])
     cumulative = gt_tops.float().cumsum(dim=1)
     return [cumulative[:, k - 1] / torch.clamp(n_gt, max=k).float() for k in top_k]
@@ -121,7 +109,7 @@ def calc_map(gt_tops: Tensor, n_gt: Optional[Tensor], top_k: Tuple[int, ...]) ->
     >>> calc_map(gt_tops, n_gt=None, top_k=(3,))
     [tensor([0.8333, 0.5000, 0.0000])]
     """
-    gt_tops = _check_gt_tops(gt_tops, top_k)
+    gt_tops, top_k = _check_gt_tops(gt_tops, top_k)
     relevance = gt_tops.float()
     positions = torch.arange(1, gt_tops.shape[1] + 1, dtype=torch.float32)
     precision_at_j = relevance.cumsum(dim=1) / positions
@@ -163,7 +151,7 @@ def calc_retrieval_metrics_on_topk(
     {'cmc': {1: tensor(0.5000)}, 'precision': {2: tensor(0.7500)}, 'map': {3: tensor(0.6667)}}
     """
     for name, top_k in (("cmc_top_k", cmc_top_k), ("precision_top_k", precision_top_k), ("map_top_k", map_top_k)):
-        _check_top_k(top_k, name)
+        check_ints(top_k, name, allow_empty=True)
     n_galleries = gt_tops.shape[1] if n_galleries is None else n_galleries
     metrics: TMetricsDict = {}
     for name, top_k in (("cmc", cmc_top_k), ("precision", precision_top_k), ("map", map_top_k)):
@@ -207,9 +195,7 @@ def calc_distance_matrix(embeddings: Tensor, is_query: Tensor, is_gallery: Tenso
     queries, galleries = embeddings[is_query], embeddings[is_gallery]
     if len(queries) == 0 or len(galleries) == 0:
         raise ValueError(f"Empty query ({len(queries)}) or gallery ({len(galleries)}) set.")
-    return torch.cdist(queries.double(), galleries.double(), compute_mode="donot_use_mm_for_euclid_dist").to(
-        torch.promote_types(embeddings.dtype, torch.float32)
-    )
+    return exact_cdist(queries, galleries)
 
 
 def calc_gt_mask(
@@ -269,25 +255,6 @@ def extract_pos_neg_dists(
     return distances[mask_gt & keep], distances[~mask_gt & keep]
 
 
-def _topk_stable(distances: Tensor, k: int, chunk: int = 2**22) -> Tensor:
-    """Indices of the ``k`` smallest values per row, ordered by (value, column); rows in chunks of ``chunk`` values."""
-    n_rows, n_cols = distances.shape
-    step = max(1, chunk // max(n_cols, 1))
-    if distances.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        return torch.cat(
-            [torch.argsort(distances[i : i + step], dim=1, stable=True)[:, :k] for i in range(0, n_rows, step)]
-            or [torch.zeros(0, k, dtype=torch.long)]
-        )
-    columns = torch.arange(n_cols, dtype=torch.long, device=distances.device)
-    result = []
-    for i in range(0, n_rows, step):
-        bits = (distances[i : i + step].float() + 0.0).view(torch.int32).long()  # + 0.0 turns -0.0 into +0.0
-        keys = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # monotone integer keys of the floats
-        keys = (keys << 32) | columns
-        result.append(torch.topk(keys, k, dim=1, largest=False, sorted=True).indices)
-    return torch.cat(result) if result else torch.zeros(0, k, dtype=torch.long, device=distances.device)
-
-
 def calc_retrieval_metrics(
     distances: Tensor,
     mask_gt: Tensor,
@@ -330,9 +297,9 @@ def calc_retrieval_metrics(
     if torch.isnan(distances).any():
         raise ValueError(f"distances contain {int(torch.isnan(distances).sum())} NaN values.")
     for name, top_k in (("cmc_top_k", cmc_top_k), ("precision_top_k", precision_top_k), ("map_top_k", map_top_k)):
-        _check_top_k(top_k, name)
+        check_ints(top_k, name, allow_empty=True)
     if fmr_vals:
-        _check_if_in_range(fmr_vals, 0, 1, "fmr_vals")
+        check_in_range(fmr_vals, 0, 1, "fmr_vals")
 
     mask_gt = mask_gt.bool()
     if mask_to_ignore is not None:
@@ -343,7 +310,7 @@ def calc_retrieval_metrics(
     all_k = (*cmc_top_k, *precision_top_k, *map_top_k)
     if all_k:
         max_k = min(max(all_k), n_galleries)
-        gt_tops = torch.gather(mask_gt, 1, _topk_stable(distances, max_k))
+        gt_tops = torch.gather(mask_gt, 1, topk_stable(distances, max_k))
         n_gt = mask_gt.sum(dim=1)
         if precision_top_k:
             _check_n_gt(n_gt, len(n_gt))
@@ -371,6 +338,8 @@ def reduce_metrics(metrics_to_reduce: Dict[Any, Any]) -> Dict[Any, Any]:
             output[key] = reduce_metrics(value)
         elif isinstance(value, Tensor):
             output[key] = value.float().mean() if value.numel() else value
+        elif isinstance(value, np.ndarray):  # reduced like tensors, as OML 0.4.4 does
+            output[key] = value.mean() if value.size else value
         else:
             output[key] = value
     return output
@@ -406,7 +375,7 @@ def calc_fnmr_at_fmr(
     >>> calc_fnmr_at_fmr(pos, neg, fmr_vals=(0.1, 0.5))
     tensor([0.4000, 0.2000])
     """
-    _check_if_in_range(fmr_vals, 0, 1, "fmr_vals")
+    check_in_range(fmr_vals, 0, 1, "fmr_vals")
     pos = np.asarray(pos_dist.detach().cpu() if isinstance(pos_dist, Tensor) else pos_dist).ravel()
     neg = np.asarray(neg_dist.detach().cpu() if isinstance(neg_dist, Tensor) else neg_dist).ravel()
     if len(pos) == 0 or len(neg) == 0:
@@ -499,7 +468,7 @@ def calc_fnmr_at_fmr_by_embeddings(
     >>> calc_fnmr_at_fmr_by_embeddings(queries, queries, labels, labels, (0.5,), ids, ids)
     tensor([0.])
     """
-    _check_if_in_range(fmr_vals, 0, 1, "fmr_vals")
+    check_in_range(fmr_vals, 0, 1, "fmr_vals")
     dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids)
     query_labels, gallery_labels = _label_codes(query_labels, gallery_labels, dists.n_queries, dists.n_galleries)
     query_labels, gallery_labels = query_labels.to(dists.device), gallery_labels.to(dists.device)
@@ -632,16 +601,13 @@ def _resolve_rank(rank: int, approx: float, delta: float, n_below: int, band: _B
 
 
 def _label_codes(query_labels: Any, gallery_labels: Any, n_queries: int, n_galleries: int) -> Tuple[Tensor, Tensor]:
-    """Map arbitrary (hashable) labels of queries and galleries to shared integer codes."""
-    q = np.asarray(query_labels.cpu() if isinstance(query_labels, Tensor) else query_labels)
-    g = np.asarray(gallery_labels.cpu() if isinstance(gallery_labels, Tensor) else gallery_labels)
+    """Shared integer codes of the query and the gallery labels (checked against the set sizes)."""
+    _, (q, g) = encode_labels(query_labels, gallery_labels)
     if q.shape != (n_queries,) or g.shape != (n_galleries,):
         raise ValueError(
-            f"Expected {n_queries} query labels and {n_galleries} gallery labels, got shapes {q.shape} and {g.shape}."
+            f"Expected {n_queries} query labels and {n_galleries} gallery labels, got {len(q)} and {len(g)}."
         )
-    _, codes = np.unique(np.concatenate([q, g]), return_inverse=True)
-    codes = torch.from_numpy(codes.astype(np.int64).ravel())
-    return codes[:n_queries], codes[n_queries:]
+    return q, g
 
 
 # --------------------------------------------------------------------------------------------- topology
@@ -676,7 +642,7 @@ def calc_pcf(embeddings: Tensor, pfc_variance: Tuple[float, ...]) -> Tensor:
     """
     if embeddings.ndim != 2 or len(embeddings) == 0:
         raise ValueError(f"embeddings must be a non-empty [N, D] matrix, got shape {tuple(embeddings.shape)}.")
-    _check_if_in_range(pfc_variance, 0, 1, "pfc_variance")
+    check_in_range(pfc_variance, 0, 1, "pfc_variance")
     embeddings = embeddings.detach().cpu()
     if embeddings.numel() <= PCA_DENSE_MAX_ELEMENTS:
         n_axes = PCA(embeddings).calc_principal_axes_number(pfc_variance)

@@ -34,21 +34,22 @@ from oml.const import (
     Y2_KEY,
 )
 from oml.ddp.utils import is_main_process
+from oml.functional.distances import exact_cdist
 from oml.functional.knn import exact_knn
 from oml.functional.metrics import (
     TMetricsDict,
-    _check_if_in_range,
-    _check_top_k,
-    _topk_stable,
     calc_fnmr_at_fmr_by_embeddings,
     calc_retrieval_metrics_on_topk,
     calc_topological_metrics,
     reduce_metrics,
 )
+from oml.functional.ordering import topk_stable
 from oml.interfaces.metrics import IMetricDDP, IMetricVisualisable
 from oml.interfaces.retrieval import IDistancesPostprocessor
 from oml.metrics.accumulation import Accumulator
 from oml.metrics.plotting import plot_retrieval_rows
+from oml.utils.checks import check_embeddings, check_in_range, check_ints
+from oml.utils.labels import encode_labels
 from oml.utils.misc import flatten_dict
 from oml.utils.misc_torch import drop_duplicates_by_ids
 
@@ -147,11 +148,11 @@ class EmbeddingMetrics(IMetricVisualisable):
         verbose: bool = True,
     ):
         for name, top_k in (("cmc_top_k", cmc_top_k), ("precision_top_k", precision_top_k), ("map_top_k", map_top_k)):
-            _check_top_k(tuple(top_k), name)
+            check_ints(tuple(top_k), name, allow_empty=True)
         if fmr_vals:
-            _check_if_in_range(tuple(fmr_vals), 0, 1, "fmr_vals")
+            check_in_range(tuple(fmr_vals), 0, 1, "fmr_vals")
         if pfc_variance:
-            _check_if_in_range(tuple(pfc_variance), 0, 1, "pfc_variance")
+            check_in_range(tuple(pfc_variance), 0, 1, "pfc_variance")
         if postprocessor is not None and not isinstance(postprocessor, IDistancesPostprocessor):
             raise TypeError(f"postprocessor must be an IDistancesPostprocessor, got {type(postprocessor)}.")
 
@@ -209,27 +210,15 @@ class EmbeddingMetrics(IMetricVisualisable):
                 f"missing (or pass the right num_samples to setup)."
             )
         storage = self.acc.storage
-        embeddings = _as_tensor(storage[self.embeddings_key], self.embeddings_key)
-        if embeddings.ndim != 2 or not embeddings.is_floating_point():
-            raise ValueError(
-                f"{self.embeddings_key!r} must be float [N, D], got {embeddings.dtype} {tuple(embeddings.shape)}."
-            )
+        embeddings = check_embeddings(_as_tensor(storage[self.embeddings_key], self.embeddings_key), "embeddings")
         n = len(embeddings)
-        suspicious = (~torch.isfinite(embeddings.sum(dim=1))).nonzero().flatten()  # no [N, D] temporary
-        bad = suspicious[~torch.isfinite(embeddings[suspicious]).all(dim=1)]
-        if len(bad):
-            raise ValueError(
-                f"{len(bad)} of {n} embeddings contain NaN or inf (samples {bad[:10].tolist()}); "
-                f"metrics on them would be meaningless."
-            )
         is_query = _as_bool_vector(storage[self.is_query_key], self.is_query_key, n)
         is_gallery = _as_bool_vector(storage[self.is_gallery_key], self.is_gallery_key, n)
         labels = storage[self.labels_key]
         labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).ravel()
         if len(labels) != n:
             raise ValueError(f"{self.labels_key!r} has {len(labels)} values, expected {n}.")
-        _, codes = np.unique(labels, return_inverse=True)
-        codes = torch.from_numpy(codes.astype(np.int64).ravel())
+        _, (codes,) = encode_labels(labels)
 
         query_rows, gallery_rows = is_query.nonzero().flatten(), is_gallery.nonzero().flatten()
         if len(query_rows) == 0 or len(gallery_rows) == 0:
@@ -302,7 +291,7 @@ class EmbeddingMetrics(IMetricVisualisable):
             # re-sort each block by (new distance, gallery index); the items after the block keep their order
             by_index = torch.sort(indices[:, :n], dim=1)
             new = new.to(distances.dtype).gather(1, by_index.indices)
-            order = _topk_stable(new, n)
+            order = topk_stable(new, n)
             distances[:, :n], indices[:, :n] = new.gather(1, order), by_index.values.gather(1, order)
         return distances, indices
 
@@ -323,14 +312,12 @@ class EmbeddingMetrics(IMetricVisualisable):
         self._dense_distances = processed
         if width == 0:
             return processed[:, :0], torch.zeros(len(processed), 0, dtype=torch.long)
-        order = _topk_stable(processed, width)
+        order = topk_stable(processed, width)
         return processed.gather(1, order), order
 
     def _dense_raw_distances(self, state: Dict[str, Any]) -> Tensor:
         queries, galleries = state["queries"], state["galleries"]
-        dtype = torch.promote_types(queries.dtype, torch.float32)
-        distances = torch.cdist(queries.double(), galleries.double(), compute_mode="donot_use_mm_for_euclid_dist")
-        distances = distances.to(dtype)
+        distances = exact_cdist(queries, galleries)
         distances[state["query_ids"][:, None] == state["gallery_ids"][None, :]] = float("inf")
         return distances
 

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from oml.functional.distances import exact_distances_of_topk
 from oml.functional.knn import exact_knn
+from oml.functional.ordering import sort_by_value_then_index
 
 
 def import_faiss() -> Any:
@@ -26,30 +28,6 @@ def import_faiss() -> Any:
             f'faiss-gpu). Use backend="exact" otherwise. ({e})'
         ) from e
     return faiss
-
-
-def exact_distances(queries: Tensor, galleries: Tensor, indices: Tensor) -> Tensor:
-    """``[Q, k]`` Euclidean distances of the pairs ``(queries[i], galleries[indices[i, j]])`` computed in float64
-    (``inf`` where ``indices`` is -1); returned in float32 (float64 for float64 inputs)."""
-    out_dtype = torch.float64 if torch.float64 in (queries.dtype, galleries.dtype) else torch.float32
-    valid = indices >= 0
-    result = torch.full(indices.shape, float("inf"), dtype=torch.float64)
-    step = max(1, 2**22 // max(1, indices.shape[1] * queries.shape[1]))
-    for r0 in range(0, len(indices), step):
-        idx = indices[r0 : r0 + step].clamp_min(0)
-        diff = galleries[idx].double() - queries[r0 : r0 + step, None, :].double()
-        dist = diff.square().sum(dim=2).sqrt()
-        result[r0 : r0 + step] = torch.where(valid[r0 : r0 + step], dist, result[r0 : r0 + step])
-    return result.to(out_dtype)
-
-
-def sort_by_distance(distances: Tensor, indices: Tensor) -> Tuple[Tensor, Tensor]:
-    """Sort every row by (distance, gallery index); -1 indices (no result) go last."""
-    keys = torch.where(indices < 0, torch.full_like(indices, torch.iinfo(torch.long).max), indices)
-    by_index = torch.argsort(keys, dim=1)
-    distances, indices = distances.gather(1, by_index), indices.gather(1, by_index)
-    order = torch.argsort(distances, dim=1, stable=True)
-    return distances.gather(1, order), indices.gather(1, order)
 
 
 class SearchBackend:
@@ -119,7 +97,7 @@ class FaissBackend(SearchBackend):
         self._configure(k)
         _, indices = self.index.search(self._numpy(queries), k)
         indices = torch.from_numpy(indices).long()
-        return sort_by_distance(exact_distances(queries.cpu(), galleries.cpu(), indices), indices)
+        return sort_by_value_then_index(exact_distances_of_topk(queries.cpu(), galleries.cpu(), indices), indices)
 
     def serialize(self) -> Optional[Tensor]:
         faiss = import_faiss()
@@ -232,6 +210,4 @@ __all__ = [
     "FaissHNSWBackend",
     "get_backend",
     "import_faiss",
-    "exact_distances",
-    "sort_by_distance",
 ]

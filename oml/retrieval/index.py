@@ -14,8 +14,6 @@ tensor([[0.1000, 0.9000],
 ['dog']
 """
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -28,29 +26,13 @@ from oml.inference.flat import inference_on_images
 from oml.retrieval.backends import SearchBackend, get_backend
 from oml.retrieval.decision import calibrate_threshold, knn_vote
 from oml.transforms.images.utils import TTransforms
+from oml.utils.checks import check_embeddings, check_int
 from oml.utils.io import atomic_write
+from oml.utils.labels import encode_labels
 
 TPath = Union[str, Path]
 TKey = Union[int, str]
 INDEX_FORMAT = "oml-search-index-v1"
-
-
-def _check_embeddings(x: Any, name: str, dim: Optional[int] = None) -> Tensor:
-    if not isinstance(x, Tensor):
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(x)
-        else:
-            raise TypeError(f"{name} must be a tensor [N, D], got {type(x).__name__}.")
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2D tensor [N, D], got shape {tuple(x.shape)}.")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {x.dtype}.")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"{name} have dimension {x.shape[1]}, but the index holds vectors of dimension {dim}.")
-    bad = (~torch.isfinite(x).all(dim=1)).nonzero().flatten()
-    if len(bad):
-        raise ValueError(f"{name} contain NaN or inf in {len(bad)} rows (e.g. rows {bad[:10].tolist()}).")
-    return x.detach().cpu() if x.dtype in (torch.float32, torch.float64) else x.detach().cpu().float()
 
 
 def _plain_keys(values: Optional[Sequence[Any]], n: int, name: str) -> Optional[List[TKey]]:
@@ -136,7 +118,7 @@ class SearchIndex:
         backend: str = "exact",
         **backend_params: Any,
     ):
-        embeddings = _check_embeddings(embeddings, "embeddings")
+        embeddings = check_embeddings(embeddings, "embeddings")
         if len(embeddings) == 0:
             raise ValueError("Cannot build a search index from an empty gallery (0 embeddings).")
         self.embeddings = embeddings.contiguous()
@@ -179,7 +161,7 @@ class SearchIndex:
         self, embeddings: Tensor, ids: Optional[Sequence[Any]] = None, labels: Optional[Sequence[Any]] = None
     ) -> None:
         """Append gallery items (ids default to the next positions; labels are required if the index has them)."""
-        embeddings = _check_embeddings(embeddings, "embeddings", dim=self.dim)
+        embeddings = check_embeddings(embeddings, "embeddings", dim=self.dim, dim_owner="the index")
         n_old, n_new = len(self.embeddings), len(embeddings)
         new_ids = _plain_keys(ids, n_new, "ids") or list(range(n_old, n_old + n_new))
         new_labels = _plain_keys(labels, n_new, "labels")
@@ -205,9 +187,8 @@ class SearchIndex:
 
     def search(self, queries: Tensor, top_k: int) -> SearchResult:
         """The ``top_k`` nearest galleries of every query (``min(top_k, len(index))`` columns), ties by position."""
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
-        queries = _check_embeddings(queries, "queries", dim=self.dim)
+        top_k = check_int(top_k, "top_k")
+        queries = check_embeddings(queries, "queries", dim=self.dim, dim_owner="the index")
         k = min(top_k, len(self))
         if len(queries) == 0:
             return SearchResult(torch.zeros(0, k), torch.zeros(0, k, dtype=torch.long), self)
@@ -236,9 +217,8 @@ class SearchIndex:
         """The distinct labels (in order of appearance) and the code of every gallery item (cached)."""
         cached = getattr(self, "_codes_cache", None)
         if cached is None or len(cached[1]) != len(self):
-            code_of: Dict[TKey, int] = {}
-            codes = [code_of.setdefault(label, len(code_of)) for label in self.labels]  # type: ignore[union-attr]
-            cached = (list(code_of), torch.tensor(codes, dtype=torch.long))
+            classes, (codes,) = encode_labels(self.labels)
+            cached = (classes, codes)
             self._codes_cache = cached
         return cached
 
@@ -284,7 +264,7 @@ class SearchIndex:
         if not isinstance(content, dict) or content.get("format") != INDEX_FORMAT:
             raise ValueError(f"{path} is not a search index saved by SearchIndex.save ({INDEX_FORMAT}).")
         index = cls.__new__(cls)
-        index.embeddings = _check_embeddings(content["embeddings"], "embeddings")
+        index.embeddings = check_embeddings(content["embeddings"], "embeddings")
         index.ids = _plain_keys(content["ids"], len(index.embeddings), "ids")  # type: ignore[assignment]
         index.labels = _plain_keys(content["labels"], len(index.embeddings), "labels")
         index.backend_name = content["backend"]

@@ -131,7 +131,7 @@ class EpochMixin:
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
-    """Raise ``InvalidArgumentError`` (a ``TypeError`` and a ``ValueError``) unless ``value`` is an int ``>= minimum``."""
+    """Raise ``InvalidArgumentError`` (a ``TypeError`` and a ``ValueError``) unless ``value`` is an int >= minimum."""
     check_int(value, name, minimum=minimum)
 
 

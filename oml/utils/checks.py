@@ -13,8 +13,9 @@ working.
 from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 
-__all__ = ["InvalidArgumentError", "check_int", "check_ints", "check_in_range", "is_int"]
+__all__ = ["InvalidArgumentError", "check_embeddings", "check_int", "check_ints", "check_in_range", "is_int"]
 
 
 class InvalidArgumentError(TypeError, ValueError):
@@ -63,16 +64,17 @@ def _describe(minimum: Optional[int], maximum: Optional[int]) -> str:
     return " ".join(["an integer", " and ".join(b for b in bounds if b)]).strip()
 
 
-def check_ints(values: Any, name: str, minimum: Optional[int] = 1) -> Tuple[int, ...]:
-    """Check a non-empty sequence of integers ``>= minimum`` (a single integer counts as one).
+def check_ints(values: Any, name: str, minimum: Optional[int] = 1, allow_empty: bool = False) -> Tuple[int, ...]:
+    """Check a sequence of integers ``>= minimum`` (a single integer counts as one; empty only if allowed).
 
     >>> check_ints([1, np.int32(5)], "top_k")
     (1, 5)
     """
     items = list(values) if isinstance(values, (list, tuple, np.ndarray)) else [values]
-    if not items or not all(is_int(v) and (minimum is None or v >= minimum) for v in items):
+    if (not items and not allow_empty) or not all(is_int(v) and (minimum is None or v >= minimum) for v in items):
         kind = "positive integers" if minimum == 1 else f"integers >= {minimum}" if minimum is not None else "integers"
-        raise InvalidArgumentError(f"{name} must contain {kind} (one, or a non-empty sequence of them), got {values!r}.")
+        sequence = "sequence" if allow_empty else "non-empty sequence"
+        raise InvalidArgumentError(f"{name} must contain {kind} (one, or a {sequence} of them), got {values!r}.")
     return tuple(int(v) for v in items)
 
 
@@ -83,3 +85,41 @@ def check_in_range(values: Sequence[float], min_: float, max_: float, name: str)
     bad = [v for v in values if not (min_ <= float(v) <= max_)]
     if bad:
         raise InvalidArgumentError(f"{name} must be in [{min_}, {max_}], got {list(values)} ({bad} out of range).")
+
+
+def check_embeddings(x: Any, name: str, dim: Optional[int] = None, dim_owner: str = "") -> torch.Tensor:
+    """Check a ``[N, D]`` floating point matrix of finite values (numpy arrays are converted to tensors).
+
+    Args:
+        x: The embeddings.
+        name: Their name, for the message.
+        dim: The dimension they must have, if known.
+        dim_owner: What sets that dimension (e.g. ``"the index"``), for the message.
+
+    Returns:
+        ``x`` as a tensor.
+
+    Raises:
+        InvalidArgumentError: not a 2D floating point tensor / array, or the wrong dimension.
+        ValueError: some rows contain NaN or inf (the message names how many and the first rows).
+    """
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise InvalidArgumentError(f"{name} must be a tensor [N, D], got {type(x).__name__}.")
+    if x.ndim != 2:
+        raise InvalidArgumentError(f"{name} must be a 2D tensor [N, D], got shape {tuple(x.shape)}.")
+    if not x.is_floating_point():
+        raise InvalidArgumentError(f"{name} must be a floating point tensor, got {x.dtype}.")
+    if dim is not None and x.shape[1] != dim:
+        expected = f"but {dim_owner} holds vectors of dimension {dim}" if dim_owner else f"expected {dim}"
+        raise InvalidArgumentError(f"{name} have dimension {x.shape[1]}, {expected}.")
+    suspicious = (~torch.isfinite(x.sum(dim=1))).nonzero().flatten()  # no [N, D] temporary in the common case
+    if len(suspicious):
+        bad = suspicious[~torch.isfinite(x[suspicious]).all(dim=1)]
+        if len(bad):
+            raise ValueError(
+                f"{name} contain NaN or inf in {len(bad)} of {len(x)} rows (e.g. rows {bad[:10].tolist()}); "
+                f"distances to them are undefined."
+            )
+    return x

@@ -24,8 +24,6 @@ import argparse
 import hashlib
 import io
 import math
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Tuple, Union

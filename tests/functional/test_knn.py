@@ -3,16 +3,7 @@ import torch
 
 import oml.functional.knn as knn_module
 from oml.functional.knn import QueryGalleryDistances, exact_knn, matmul_unit_roundoff
-
-
-def dense_oracle(queries, galleries, k, query_ids=None, gallery_ids=None):
-    """Brute force: float64 differences rounded to float32, same-id pairs inf, order by (distance, index)."""
-    dist = (queries.double()[:, None, :] - galleries.double()[None, :, :]).square().sum(-1).sqrt()
-    dist = dist.to(torch.promote_types(queries.dtype, torch.float32))
-    if query_ids is not None:
-        dist[query_ids[:, None] == gallery_ids[None, :]] = float("inf")
-    order = torch.argsort(dist, dim=1, stable=True)[:, :k]
-    return dist.gather(1, order), order
+from tests.utils.oracles import dense_knn as dense_oracle
 
 
 def assert_same_as_oracle(queries, galleries, k, query_ids=None, gallery_ids=None, **kwargs):
@@ -168,3 +159,19 @@ def test_bad_inputs():
         exact_knn(x, x[:0], 1)
     empty = exact_knn(x[:0], x, 3)
     assert empty.indices.shape == (0, 3)
+
+
+def test_two_threads_take_the_same_path_to_the_same_answer():
+    # the suite pins one thread (conftest); the kernel switches its bookkeeping to one thread and back
+    # only when more are set, so that branch runs here
+    torch.manual_seed(21)
+    x = torch.randint(0, 3, (700, 4)).float()  # many exact ties
+    ids = torch.arange(700)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert_same_as_oracle(x, x, 9, ids, ids, tile_size=128)
+        assert_same_as_oracle(x[:300], x[200:], 5, ids[:300], ids[200:])
+        assert torch.get_num_threads() == 2  # restored after every bookkeeping section
+    finally:
+        torch.set_num_threads(before)

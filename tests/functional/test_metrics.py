@@ -25,34 +25,8 @@ from oml.functional.metrics import (
     extract_pos_neg_dists,
     reduce_metrics,
 )
-
-
-# ----------------------------------------------------------------------------------------- slow references
-def reference_metrics(distances, mask_gt, cmc_ks, precision_ks, map_ks):
-    """Explicit loops over queries, ranks by (distance, gallery index)."""
-    out = {"cmc": {k: [] for k in cmc_ks}, "precision": {k: [] for k in precision_ks}, "map": {k: [] for k in map_ks}}
-    n_galleries = distances.shape[1]
-    for i in range(distances.shape[0]):
-        order = sorted(range(n_galleries), key=lambda j: (float(distances[i, j]), j))
-        rel = [bool(mask_gt[i, j]) for j in order]
-        n_gt = sum(bool(v) for v in mask_gt[i])
-        for k in cmc_ks:
-            out["cmc"][k].append(float(any(rel[: min(k, n_galleries)])))
-        for k in precision_ks:
-            kk = min(k, n_galleries)
-            out["precision"][k].append(sum(rel[:kk]) / min(kk, n_gt))
-        for k in map_ks:
-            hits, total = 0, 0.0
-            for j in range(min(k, n_galleries)):
-                if rel[j]:
-                    hits += 1
-                    total += hits / (j + 1)
-            out["map"][k].append(total / hits if hits else 0.0)
-    return out
-
-
-def oracle_distances(queries, galleries):
-    return (queries.double()[:, None] - galleries.double()[None]).square().sum(-1).sqrt().float()
+from tests.utils.oracles import dense_distances as oracle_distances
+from tests.utils.oracles import reference_fnmr, reference_metrics
 
 
 # ----------------------------------------------------------------------------------------- hand-computed
@@ -177,10 +151,9 @@ FMRS = (0.0, 0.001, 0.05, 0.1, 0.5, 0.77, 1.0)
 
 
 def fnmr_oracle(queries, galleries, q_labels, g_labels, fmr_vals, q_ids=None, g_ids=None):
-    distances = oracle_distances(queries, galleries)
-    same = q_labels[:, None] == g_labels[None, :]
-    keep = torch.ones_like(same) if q_ids is None else q_ids[:, None] != g_ids[None, :]
-    return calc_fnmr_at_fmr(distances[same & keep], distances[~same & keep], fmr_vals)
+    ignore = None if q_ids is None else q_ids[:, None] == g_ids[None, :]
+    mask_gt = q_labels[:, None] == g_labels[None, :]
+    return reference_fnmr(oracle_distances(queries, galleries), mask_gt, fmr_vals, ignore)
 
 
 @pytest.mark.parametrize(
@@ -290,6 +263,30 @@ def test_calc_retrieval_metrics_bad_inputs():
 def test_reduce_metrics():
     metrics = {"A": {"cmc": {1: torch.tensor([1.0, 0.0, 0.0, 1.0])}, "pcf": {0.5: torch.tensor(0.25)}}}
     assert reduce_metrics(metrics) == {"A": {"cmc": {1: torch.tensor(0.5)}, "pcf": {0.5: torch.tensor(0.25)}}}
+
+
+def test_reduce_metrics_reduces_numpy_arrays_like_tensors():
+    # OML 0.4.4 reduces numpy arrays by their mean too (ours used to fail with "truth value is ambiguous")
+    metrics = {"OVERALL": {"cmc": {1: np.array([1.0, 0.0, 0.0, 0.0])}, "n": 3, "empty": np.array([])}}
+    reduced = reduce_metrics(metrics)
+    assert reduced["OVERALL"]["cmc"][1] == pytest.approx(0.25)
+    assert reduced["OVERALL"]["n"] == 3
+    assert reduced["OVERALL"]["empty"].size == 0
+
+
+def test_functional_metrics_clip_top_k_to_the_width_like_oml():
+    # OML 0.4.4 clips a k larger than the retrieved width (with a warning) instead of raising
+    gt_tops = torch.tensor([[0, 1], [0, 0], [1, 1]], dtype=torch.bool)
+    n_gt = torch.tensor([1, 3, 2])
+    with pytest.warns(UserWarning, match="clipped to 2"):
+        cmc = calc_cmc(gt_tops, (1, 5))
+    assert torch.equal(cmc[1], calc_cmc(gt_tops, (2,))[0])
+    with pytest.warns(UserWarning, match="clipped to 2"):
+        precision = calc_precision(gt_tops, n_gt, (7,))
+    assert torch.equal(precision[0], calc_precision(gt_tops, n_gt, (2,))[0])
+    with pytest.warns(UserWarning, match="clipped to 2"):
+        average_precision = calc_map(gt_tops, n_gt, (3,))
+    assert torch.equal(average_precision[0], torch.tensor([0.5, 0.0, 1.0]))
 
 
 def test_accuracy_on_triplets_equals_loop():

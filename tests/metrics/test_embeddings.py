@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from oml.functional.metrics import calc_retrieval_metrics, calc_topological_metrics
 from oml.interfaces.retrieval import IDistancesPostprocessor
 from oml.metrics.embeddings import EmbeddingMetrics, validate_dataset
+from tests.utils.oracles import dense_distances
 
 matplotlib.use("Agg")
 
@@ -55,7 +56,7 @@ def dense_reference(storage: Dict[str, Any], query_mask=None, **kwargs) -> Dict[
     q, g = ids[is_query], ids[is_gallery]
     if query_mask is not None:
         q = q[query_mask]
-    distances = (emb[q].double()[:, None] - emb[g].double()[None]).square().sum(-1).sqrt().float()
+    distances = dense_distances(emb[q], emb[g])
     labels = storage["labels"]
     mask_gt = labels[q][:, None] == labels[g][None, :]
     ignore = q[:, None] == g[None, :]
@@ -255,7 +256,7 @@ def test_nan_embeddings():
     data = make_data(n=30, seed=6)
     data["embeddings"] = data["embeddings"].clone()
     data["embeddings"][7, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"1 of 30 embeddings contain NaN or inf \(samples \[7\]\)"):
+    with pytest.raises(ValueError, match=r"embeddings contain NaN or inf in 1 of 30 rows \(e.g. rows \[7\]\)"):
         filled_metric(data).compute_metrics()
 
 
@@ -269,7 +270,7 @@ def test_empty_query_or_gallery_set():
 def test_wrong_shapes_and_types():
     data = make_data(n=30, seed=8)
     bad = dict(data, embeddings=data["embeddings"][:, 0])
-    with pytest.raises(ValueError, match="must be float \\[N, D\\]"):
+    with pytest.raises(ValueError, match="embeddings must be a 2D tensor \\[N, D\\]"):
         filled_metric(bad).compute_metrics()
     metric = EmbeddingMetrics(verbose=False)
     metric.setup(30)

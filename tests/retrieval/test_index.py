@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from oml.retrieval.backends import exact_distances, sort_by_distance
+from oml.functional.distances import exact_distances_of_topk
+from oml.functional.ordering import sort_by_value_then_index
 from oml.retrieval.decision import calibrate_threshold, knn_vote, match_rates
 from oml.retrieval.index import SearchIndex
 from tests.inference.helpers import TinyExtractor, tiny_transforms
@@ -54,7 +55,7 @@ def test_faiss_backends_recall(capsys: pytest.CaptureFixture) -> None:
         hits = sum(len(set(a) & set(b)) for a, b in zip(result.indices.tolist(), exact.indices.tolist()))
         recalls[backend] = hits / exact.indices.numel()
         # the distances of the found items are exact, and sorted
-        assert torch.allclose(result.distances, exact_distances(queries, galleries, result.indices), atol=0)
+        assert torch.allclose(result.distances, exact_distances_of_topk(queries, galleries, result.indices), atol=0)
         assert (result.distances[:, 1:] >= result.distances[:, :-1]).all()
     with capsys.disabled():
         print(f"\nrecall@10 vs exact search (10k clustered vectors, dim 32): {recalls}")
@@ -107,7 +108,7 @@ def test_bad_input() -> None:
         SearchIndex(torch.zeros(0, 4))
     bad = torch.randn(3, 4)
     bad[1, 2] = float("nan")
-    with pytest.raises(ValueError, match=r"queries contain NaN or inf in 1 rows \(e.g. rows \[1\]\)"):
+    with pytest.raises(ValueError, match=r"queries contain NaN or inf in 1 of 3 rows \(e.g. rows \[1\]\)"):
         index.search(bad, top_k=3)
     with pytest.raises(ValueError, match="embeddings contain NaN"):
         SearchIndex(bad)
@@ -228,5 +229,5 @@ def test_from_images_and_sorting_helper(mock_dataset_root: Path) -> None:
     index = SearchIndex.from_images(TinyExtractor(), paths, tiny_transforms(), labels=list(range(12)), batch_size=5)
     assert index.ids == [str(p) for p in paths] and index.dim == 6
     assert index.search(index.embeddings[3:4], top_k=1).ids == [[str(paths[3])]]
-    d, i = sort_by_distance(torch.tensor([[0.5, 0.1, float("inf"), 0.1]]), torch.tensor([[4, 9, -1, 2]]))
+    d, i = sort_by_value_then_index(torch.tensor([[0.5, 0.1, float("inf"), 0.1]]), torch.tensor([[4, 9, -1, 2]]))
     assert i.tolist() == [[2, 9, 4, -1]] and d[0, :3].tolist() == pytest.approx([0.1, 0.1, 0.5])
