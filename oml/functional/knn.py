@@ -24,20 +24,24 @@ brute-force oracle bit for bit, with ties broken by the smaller gallery index.
 """
 
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple, Optional, Tuple
+from typing import Any, Iterator, NamedTuple, Optional, Tuple
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
 from oml.functional.distances import EXACT_BUDGET, distance_dtype, exact_sq_distances_of_pairs
 from oml.functional.ordering import float_order_keys, sort_by_value_then_index
 from oml.utils.checks import check_embeddings, check_int
+from oml.utils.labels import encode_labels
 
 TILE_ELEMENTS = 2**24  # values in a distance tile (64 MB in float32)
 MAX_TILE_WIDTH = 2**15  # galleries in a tile: wide tiles amortise the per-row cost of the selection
 SYMMETRIC_TILE_SIZE = 4096  # square tiles of the symmetric mode
 SUB_BLOCK = 32  # the minima of sub-blocks of this size pre-select the candidates inside a tile
 CHUNK = 8192  # rows centred at once when the GEMM operands are prepared
+MAX_MASK_MULTIPLICITY = 64  # above this many galleries per exclusion key, tiles compare keys instead of a table
 
 
 class KNNResult(NamedTuple):
@@ -69,11 +73,39 @@ def _check_ids(ids: Optional[Tensor], n: int, name: str) -> Optional[Tensor]:
     return ids.long().cpu()
 
 
+def exclusion_keys(sample_ids: Tensor, sequences: Optional[Any] = None) -> Tensor:
+    """``[N]`` int64 keys for ``exact_knn``'s ids: equal for the same sample and for the same sequence.
+
+    A query ignores every gallery item with its key: itself (a row that is both a query and a gallery item)
+    and, when ``sequences`` are given, every item of its sequence (re-id protocols ignore the query's own
+    camera / tracklet, OML 4.0's ``sequence`` column). Items whose sequence is missing (None / NaN) only
+    exclude themselves.
+
+    Args:
+        sample_ids: ``[N]`` integer ids of the samples (equal ids: the same sample).
+        sequences: optional ``[N]`` hashable sequence ids.
+
+    >>> exclusion_keys(torch.arange(4), ["a", None, "a", "b"]).tolist()
+    [4, 1, 4, 6]
+    """
+    sample_ids = torch.as_tensor(sample_ids).long().cpu().flatten()
+    if sequences is None:
+        return sample_ids
+    _, (codes,) = encode_labels(sample_ids)
+    n_codes = int(codes.max()) + 1 if len(codes) else 0
+    values = sequences.detach().cpu().numpy() if isinstance(sequences, Tensor) else sequences
+    missing = torch.from_numpy(np.array(pd.isna(pd.Series(list(values), dtype=object)), dtype=bool))
+    if len(missing) != len(sample_ids):
+        raise ValueError(f"sequences has {len(missing)} values, expected {len(sample_ids)} (one per sample).")
+    _, (sequence_codes,) = encode_labels(values)
+    return torch.where(missing, codes, n_codes + sequence_codes)
+
+
 class QueryGalleryDistances:
     """Squared query-gallery distances served tile by tile, with a proven error bound and exact recomputation.
 
-    Pairs whose ids are equal (``query_ids[i] == gallery_ids[j]``: the same sample on both sides) are
-    excluded: their tile values are ``+inf``.
+    Pairs whose ids are equal (``query_ids[i] == gallery_ids[j]``: the same sample on both sides, or the
+    same sequence with keys from ``exclusion_keys``) are excluded: their tile values are ``+inf``.
 
     Args:
         queries: ``[Q, D]`` finite embeddings.
@@ -163,7 +195,12 @@ class QueryGalleryDistances:
 
     # ------------------------------------------------------------------ masks
     def _find_masked_pairs(self) -> Optional[Tensor]:
-        """``[Q, m]`` gallery positions with the same id as the query (``-1`` padded), or None."""
+        """``[Q, m]`` gallery positions with the same id as the query (``-1`` padded), or None.
+
+        When that table would be large (long sequences: many galleries share a key), None is returned
+        and ``mask_tile`` compares the keys of each tile instead (``_compare_keys``).
+        """
+        self._compare_keys = False
         if self.query_ids is None:
             return None
         sorted_ids, order = torch.sort(self.gallery_ids)
@@ -171,6 +208,11 @@ class QueryGalleryDistances:
         hi = torch.searchsorted(sorted_ids, self.query_ids, right=True)
         mult = int((hi - lo).max()) if self.n_queries else 0
         if mult == 0:
+            return None
+        if mult > MAX_MASK_MULTIPLICITY:
+            self._compare_keys = True
+            self._device_query_ids = self.query_ids.to(self.device)
+            self._device_gallery_ids = self.gallery_ids.to(self.device)
             return None
         offsets = lo[:, None] + torch.arange(mult)[None, :]
         valid = offsets < hi[:, None]
@@ -182,6 +224,10 @@ class QueryGalleryDistances:
 
         ``contiguous_rows``: ``rows`` is a range (enables a shortcut in the symmetric mode).
         """
+        if self._compare_keys:
+            keys = self._device_gallery_ids[col_start : col_start + tile.shape[1]]
+            tile.masked_fill_(self._device_query_ids[rows.to(self.device)][:, None] == keys[None, :], float("inf"))
+            return
         if self._masked is None:
             return
         if self._diagonal_mask and contiguous_rows:
@@ -530,4 +576,4 @@ def exact_knn(
     return KNNResult(out_d, out_i)
 
 
-__all__ = ["KNNResult", "QueryGalleryDistances", "exact_knn", "matmul_unit_roundoff"]
+__all__ = ["KNNResult", "QueryGalleryDistances", "exact_knn", "exclusion_keys", "matmul_unit_roundoff"]

@@ -4,11 +4,10 @@ The dense functions (``calc_retrieval_metrics``, ``calc_distance_matrix``, ``cal
 OML API and build ``[Q, G]`` matrices. ``EmbeddingMetrics`` does not: it finds the exact top-k with
 ``oml.functional.knn.exact_knn`` and calls ``calc_retrieval_metrics_on_topk`` on the per-query top-k
 relevance and the per-query number of relevant galleries; FNMR@FMR is computed in bounded memory by
-``calc_fnmr_at_fmr_by_embeddings``. Ties in distances are broken by the smaller gallery index everywhere,
-so the dense and the scalable paths give identical results.
+``calc_fnmr_at_fmr_by_embeddings`` (``oml.functional.fnmr``, re-exported here). Ties in distances are broken
+by the smaller gallery index everywhere, so the dense and the scalable paths give identical results.
 """
 
-import math
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -17,10 +16,9 @@ import torch
 from torch import Tensor
 
 from oml.functional.distances import exact_cdist
-from oml.functional.knn import MAX_TILE_WIDTH, QueryGalleryDistances
+from oml.functional.fnmr import calc_fnmr_at_fmr_by_embeddings
 from oml.functional.ordering import topk_stable
 from oml.utils.checks import check_in_range, check_ints
-from oml.utils.labels import encode_labels
 from oml.utils.misc_torch import PCA, elementwise_dist
 
 TMetricsDict = Dict[str, Dict[Union[int, float], Union[float, Tensor]]]
@@ -59,13 +57,26 @@ def _check_n_gt(n_gt: Tensor, n_queries: int) -> Tensor:
     n_gt = _to_tensor(n_gt)
     if n_gt.shape != (n_queries,):
         raise ValueError(f"n_gt must have shape ({n_queries},), got {tuple(n_gt.shape)}.")
-    empty = (n_gt <= 0).nonzero().flatten()
-    if len(empty):
-        raise ValueError(
-            f"{len(empty)} of {n_queries} queries have no relevant gallery items (e.g. query rows "
-            f"{empty[:10].tolist()}); precision is undefined for them. Remove such queries from the query set."
-        )
+    negative = (n_gt < 0).nonzero().flatten()
+    if len(negative):
+        raise ValueError(f"n_gt must be >= 0, got negative counts for query rows {negative[:10].tolist()}.")
     return n_gt
+
+
+def warn_about_queries_without_match(n_gt: Tensor, what: str = "queries") -> int:
+    """Warn (once per call) how many queries have no relevant gallery item; return that number.
+
+    Such queries (distractors, new products) are scored by the usual definitions: CMC@k, precision@k,
+    MAP@k, MAP@R, R-precision and MRR are 0 for them.
+    """
+    n_without = int((torch.as_tensor(n_gt) == 0).sum())
+    if n_without:
+        warnings.warn(
+            f"{n_without} of {len(n_gt)} {what} have no relevant gallery item (distractors): they are scored as "
+            f"misses (0 for CMC@k, precision@k, MAP@k, MAP@R, R-precision and MRR).",
+            stacklevel=3,
+        )
+    return n_without
 
 
 # --------------------------------------------------------------------------------------------- per-k metrics
@@ -87,7 +98,8 @@ def calc_cmc(gt_tops: Tensor, top_k: Tuple[int, ...]) -> List[Tensor]:
 def calc_precision(gt_tops: Tensor, n_gt: Tensor, top_k: Tuple[int, ...]) -> List[Tensor]:
     """Precision@k per query: relevant among the first k divided by ``min(k, n_gt)`` (OML's definition).
 
-    A query with fewer than k relevant items is not penalised for it. ``n_gt`` must be positive.
+    A query with fewer than k relevant items is not penalised for it; a query without any (``n_gt == 0``,
+    a distractor) scores 0.
 
     >>> gt_tops = torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.bool)
     >>> calc_precision(gt_tops, n_gt=torch.tensor([2, 5]), top_k=(1, 3))
@@ -96,7 +108,8 @@ def calc_precision(gt_tops: Tensor, n_gt: Tensor, top_k: Tuple[int, ...]) -> Lis
     gt_tops, top_k = _check_gt_tops(gt_tops, top_k)
     n_gt = _check_n_gt(n_gt, gt_tops.shape[0])
     cumulative = gt_tops.float().cumsum(dim=1)
-    return [cumulative[:, k - 1] / torch.clamp(n_gt, max=k).float() for k in top_k]
+    denominators = [torch.clamp(n_gt, min=1, max=k).float() for k in top_k]
+    return [cumulative[:, k - 1] / denominator for k, denominator in zip(top_k, denominators)]
 
 
 def calc_map(gt_tops: Tensor, n_gt: Optional[Tensor], top_k: Tuple[int, ...]) -> List[Tensor]:
@@ -121,6 +134,68 @@ def calc_map(gt_tops: Tensor, n_gt: Optional[Tensor], top_k: Tuple[int, ...]) ->
     return result
 
 
+RANKING_METRICS = ("map@r", "r_precision", "mrr")
+
+
+def _check_width_for_r(gt_tops: Tensor, n_gt: Tensor, name: str) -> Tuple[Tensor, Tensor]:
+    gt_tops = gt_tops.bool()
+    n_gt = _check_n_gt(n_gt, gt_tops.shape[0])
+    needed = int(n_gt.max()) if len(n_gt) else 0
+    if needed > gt_tops.shape[1]:
+        raise ValueError(
+            f"{name} needs each query's first R results (R = its number of relevant items, up to {needed}), but "
+            f"gt_tops has only {gt_tops.shape[1]} columns: retrieve at least {needed} items per query."
+        )
+    return gt_tops, n_gt
+
+
+def calc_map_at_r(gt_tops: Tensor, n_gt: Tensor) -> Tensor:
+    """MAP@R per query: ``(1 / R) sum_{j <= R} precision@j * rel_j`` with ``R = n_gt`` (Musgrave et al., 2020).
+
+    ``gt_tops`` must hold at least ``max(n_gt)`` columns; a query with ``R = 0`` scores 0.
+
+    >>> gt_tops = torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.bool)
+    >>> calc_map_at_r(gt_tops, torch.tensor([3, 1]))
+    tensor([0.5556, 0.0000])
+    """
+    gt_tops, n_gt = _check_width_for_r(gt_tops, n_gt, "MAP@R")
+    width = gt_tops.shape[1]
+    within_r = torch.arange(width)[None, :] < n_gt[:, None]
+    relevance = (gt_tops & within_r).double()
+    precision_at_j = relevance.cumsum(dim=1) / torch.arange(1, width + 1, dtype=torch.float64)
+    total = (precision_at_j * relevance).sum(dim=1)
+    return (total / n_gt.clamp_min(1)).float()
+
+
+def calc_r_precision(gt_tops: Tensor, n_gt: Tensor) -> Tensor:
+    """R-precision per query: relevant items among the first ``R = n_gt`` results, divided by ``R`` (0 if R = 0).
+
+    >>> calc_r_precision(torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.bool), torch.tensor([3, 1]))
+    tensor([0.6667, 0.0000])
+    """
+    gt_tops, n_gt = _check_width_for_r(gt_tops, n_gt, "R-precision")
+    within_r = torch.arange(gt_tops.shape[1])[None, :] < n_gt[:, None]
+    hits = (gt_tops & within_r).sum(dim=1).double()
+    return (hits / n_gt.clamp_min(1)).float()
+
+
+def calc_mrr(gt_tops: Tensor) -> Tensor:
+    """Reciprocal rank of the first relevant result per query within the ``K`` columns of ``gt_tops`` (0 if none).
+
+    The mean over queries is the MRR "at K"; ``EmbeddingMetrics`` uses ``K = max(largest k, largest R)``,
+    which equals pytorch-metric-learning's ``k="max_bin_count"`` when no k exceeds the largest R.
+
+    >>> calc_mrr(torch.tensor([[0, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=torch.bool))
+    tensor([0.3333, 1.0000, 0.0000])
+    """
+    gt_tops = gt_tops.bool()
+    if gt_tops.ndim != 2:
+        raise ValueError(f"gt_tops must be a [Q, K] matrix, got shape {tuple(gt_tops.shape)}.")
+    first = gt_tops.float().argmax(dim=1)  # the first maximum: the first relevant position
+    found = gt_tops.any(dim=1)
+    return torch.where(found, 1.0 / (first + 1).float(), torch.zeros(len(gt_tops)))
+
+
 def calc_retrieval_metrics_on_topk(
     gt_tops: Tensor,
     n_gt: Tensor,
@@ -129,22 +204,25 @@ def calc_retrieval_metrics_on_topk(
     map_top_k: Tuple[int, ...] = (5,),
     n_galleries: Optional[int] = None,
     reduce: bool = True,
+    ranking_metrics: Sequence[str] = (),
 ) -> TMetricsDict:
-    """CMC, precision and MAP from the per-query top-k relevance (no distance matrix needed).
+    """CMC, precision, MAP (and MAP@R, R-precision, MRR) from the per-query top-k relevance (no distance matrix).
 
     Args:
         gt_tops: ``[Q, K]`` relevance of each query's retrieved items ordered by distance, where
-            ``K >= min(max(all k), n_galleries)``.
-        n_gt: ``[Q]`` number of relevant gallery items of each query (all > 0).
+            ``K >= min(max(all k), n_galleries)`` (and ``K >= max(n_gt)`` for MAP@R and R-precision).
+        n_gt: ``[Q]`` number of relevant gallery items of each query (0 for a distractor: it scores 0).
         cmc_top_k: values of k for CMC@k.
         precision_top_k: values of k for precision@k.
         map_top_k: values of k for MAP@k.
         n_galleries: the gallery size; larger k are clipped to it with a warning (default ``K``).
         reduce: average over the queries (else ``[Q]`` tensors).
+        ranking_metrics: any of ``RANKING_METRICS``: ``"map@r"``, ``"r_precision"``, ``"mrr"`` (MRR within the
+            ``K`` columns).
 
     Returns:
-        ``{"cmc": {k: v}, "precision": {k: v}, "map": {k: v}}`` (only the metrics with values of k),
-        keyed by the k that were asked for.
+        ``{"cmc": {k: v}, "precision": {k: v}, "map": {k: v}, "map@r": v, "r_precision": v, "mrr": v}``
+        (only the metrics asked for), keyed by the k that were asked for.
 
     >>> gt_tops = torch.tensor([[1, 0, 1], [0, 1, 0]], dtype=torch.bool)
     >>> calc_retrieval_metrics_on_topk(gt_tops, torch.tensor([2, 1]), (1,), (2,), (3,))
@@ -165,7 +243,17 @@ def calc_retrieval_metrics_on_topk(
         else:
             values = calc_map(gt_tops, n_gt, clipped)
         metrics[name] = {k: (v.mean() if reduce else v) for k, v in zip(top_k, values)}
+    unknown = set(ranking_metrics) - set(RANKING_METRICS)
+    if unknown:
+        raise ValueError(f"Unknown ranking metrics {sorted(unknown)}; choose from {RANKING_METRICS}.")
+    for name in RANKING_METRICS:
+        if name in ranking_metrics:
+            per_query = calc_mrr(gt_tops) if name == "mrr" else RANKING_FUNCTIONS[name](gt_tops, n_gt)
+            metrics[name] = per_query.mean() if reduce else per_query  # type: ignore[assignment]
     return metrics
+
+
+RANKING_FUNCTIONS = {"map@r": calc_map_at_r, "r_precision": calc_r_precision}
 
 
 # --------------------------------------------------------------------------------------------- dense (OML API)
@@ -312,8 +400,7 @@ def calc_retrieval_metrics(
         max_k = min(max(all_k), n_galleries)
         gt_tops = torch.gather(mask_gt, 1, topk_stable(distances, max_k))
         n_gt = mask_gt.sum(dim=1)
-        if precision_top_k:
-            _check_n_gt(n_gt, len(n_gt))
+        warn_about_queries_without_match(n_gt)
         metrics.update(
             calc_retrieval_metrics_on_topk(
                 gt_tops, n_gt, cmc_top_k, precision_top_k, map_top_k, n_galleries=n_galleries, reduce=reduce
@@ -346,22 +433,6 @@ def reduce_metrics(metrics_to_reduce: Dict[Any, Any]) -> Dict[Any, Any]:
 
 
 # --------------------------------------------------------------------------------------------- FNMR@FMR
-def _numpy_linear_quantile(values_at: Any, n: int, fmr: float) -> float:
-    """``np.quantile(x, fmr)`` ("linear") of ``n`` sorted values, reading only the 1-2 needed order statistics.
-
-    ``values_at(rank)`` returns the float32 order statistic of ``rank``. The interpolation itself is done by
-    numpy on the two neighbours, which reproduces ``np.quantile`` on the full array bit for bit.
-    """
-    virtual = (n - 1) * np.asarray([fmr], dtype=np.float64)
-    if virtual[0] >= n - 1:
-        last = values_at(n - 1)
-        return float(np.quantile(np.array([last, last], dtype=np.float32), [0.0])[0])
-    previous = int(np.floor(virtual[0]))
-    gamma = float(virtual[0] - previous)
-    pair = np.array([values_at(previous), values_at(previous + 1)], dtype=np.float32)
-    return float(np.quantile(pair, [gamma])[0])
-
-
 def calc_fnmr_at_fmr(
     pos_dist: Union[Tensor, np.ndarray], neg_dist: Union[Tensor, np.ndarray], fmr_vals: Tuple[float, ...] = (0.1,)
 ) -> Tensor:
@@ -383,231 +454,6 @@ def calc_fnmr_at_fmr(
     thresholds = np.quantile(neg, np.asarray(fmr_vals, dtype=np.float64))
     fnmr = (pos[None, :] >= thresholds[:, None]).sum(axis=1) / len(pos)
     return torch.from_numpy(fnmr).float()
-
-
-FNMR_BUFFER_SIZE = 2**22  # exact squared distances held at once by calc_fnmr_at_fmr_by_embeddings (32 MB)
-FNMR_TILE_ELEMENTS = 2**22  # smaller tiles than the kNN's: each pass makes several integer copies of a tile
-_N_TOP = 1 << 15  # bins of the upper 16 bits of a non-negative float32
-_RELATIVE_MARGIN = 2.0**-20
-
-
-def _f32_down(x: float) -> float:
-    return float(np.nextafter(np.float32(x), np.float32(-np.inf))) if np.float32(x) > x else float(np.float32(x))
-
-
-def _f32_up(x: float) -> float:
-    return float(np.nextafter(np.float32(x), np.float32(np.inf))) if np.float32(x) < x else float(np.float32(x))
-
-
-class _BoundedBuffer:
-    """Collects float64 values until ``capacity``; then it only remembers that it overflowed."""
-
-    def __init__(self, capacity: int):
-        self.capacity, self.size, self.parts, self.overflow = capacity, 0, [], False
-
-    def add(self, values: Tensor) -> None:
-        if self.overflow or not len(values):
-            return
-        if self.size + len(values) > self.capacity:
-            self.overflow, self.parts = True, []
-            return
-        self.parts.append(values.cpu())
-        self.size += len(values)
-
-    def values(self) -> Tensor:
-        return torch.cat(self.parts) if self.parts else torch.empty(0, dtype=torch.float64)
-
-
-def calc_fnmr_at_fmr_by_embeddings(
-    queries: Tensor,
-    galleries: Tensor,
-    query_labels: Tensor,
-    gallery_labels: Tensor,
-    fmr_vals: Tuple[float, ...] = (0.1,),
-    query_ids: Optional[Tensor] = None,
-    gallery_ids: Optional[Tensor] = None,
-    buffer_size: int = FNMR_BUFFER_SIZE,
-    tile_size: Optional[int] = None,
-) -> Tensor:
-    """FNMR@FMR over all query-gallery pairs without materialising the distances (bounded memory).
-
-    Equal to ``calc_fnmr_at_fmr(pos, neg, fmr_vals)`` on the exact (correctly rounded float32) distances of all
-    positive and negative pairs, pairs of the same sample (equal ids) excluded. Three passes over the
-    distance tiles (each a GEMM over Q x G):
-
-    1. count the pairs and histogram the upper 16 bits of the negatives' GEMM squared distances;
-    2. histogram the lower 16 bits inside the bins that hold the needed ranks: the order statistics of the
-       GEMM values are then known exactly;
-    3. the exact order statistic lies within the GEMM error bound ``delta`` of the GEMM one, so the pairs whose
-       GEMM value is within ``2 delta`` of it are recomputed exactly and the pairs below it are counted:
-       this yields the exact order statistics; positives near the threshold are recomputed the same way.
-
-    **Accuracy.** The result is exact whenever the pairs recomputed in pass 3 fit into ``buffer_size`` (always the
-    case unless tens of millions of pairs lie within ``2 delta`` of a threshold). Otherwise the value computed
-    from the GEMM distances is returned with a warning; then the squared threshold is within ``delta`` of the
-    exact one and the FNMR lies between the exact FNMR at the squared thresholds ``t^2 + 2 delta`` and
-    ``t^2 - 2 delta``, where ``delta = max_q gamma_{D+2} (|q| + max |g|)^2`` (``~1e-4`` for unit vectors, D=384).
-
-    Args:
-        queries: ``[Q, D]`` embeddings.
-        galleries: ``[G, D]`` embeddings.
-        query_labels: ``[Q]`` labels.
-        gallery_labels: ``[G]`` labels.
-        fmr_vals: false match rates in ``[0, 1]``.
-        query_ids: optional ``[Q]`` sample ids (pairs with equal ids are excluded).
-        gallery_ids: optional ``[G]`` sample ids.
-        buffer_size: the most exact values held at once.
-        tile_size: square distance tiles of this size (default: the kNN tiling).
-
-    Returns:
-        ``[len(fmr_vals)]`` FNMR values.
-
-    >>> queries = torch.tensor([[0.0], [1.0], [5.0]])
-    >>> labels = torch.tensor([0, 0, 1])
-    >>> ids = torch.arange(3)
-    >>> calc_fnmr_at_fmr_by_embeddings(queries, queries, labels, labels, (0.5,), ids, ids)
-    tensor([0.])
-    """
-    check_in_range(fmr_vals, 0, 1, "fmr_vals")
-    dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids)
-    query_labels, gallery_labels = _label_codes(query_labels, gallery_labels, dists.n_queries, dists.n_galleries)
-    query_labels, gallery_labels = query_labels.to(dists.device), gallery_labels.to(dists.device)
-    width = tile_size or max(1, min(dists.n_galleries, MAX_TILE_WIDTH))
-    height = tile_size or max(1, FNMR_TILE_ELEMENTS // width)
-    all_rows = torch.arange(dists.n_queries, device=dists.device)
-    delta = float(dists.error_bound.max()) if dists.n_queries else 0.0
-
-    def tiles() -> Any:
-        for _, rows, c0, tile in dists.tiles(all_rows, height, width):
-            same = query_labels[rows][:, None] == gallery_labels[c0 : c0 + tile.shape[1]][None, :]
-            valid = torch.isfinite(tile)
-            yield rows, c0, tile.clamp_(min=0), same & valid, ~same & valid
-
-    # pass 1: counts and the histogram of the upper bits of the negatives
-    n_pos, n_neg = 0, 0
-    hist_top = torch.zeros(_N_TOP + 1, dtype=torch.long)
-    for _, _, tile, pos, neg in tiles():
-        n_pos += int(torch.count_nonzero(pos))
-        n_neg += int(torch.count_nonzero(neg))
-        top = torch.where(neg, tile.view(torch.int32) >> 16, _N_TOP)
-        hist_top += torch.bincount(top.flatten(), minlength=_N_TOP + 1).cpu()
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"FNMR@FMR needs positive and negative pairs, got {n_pos} and {n_neg}.")
-
-    ranks = sorted({r for f in fmr_vals for r in _needed_ranks(n_neg, f)})
-    cumulative = hist_top[:-1].cumsum(0)
-    top_bin = {r: int(torch.searchsorted(cumulative, r, right=True)) for r in ranks}
-    slots = sorted(set(top_bin.values()))
-    lut = torch.full((_N_TOP + 1,), -1, dtype=torch.int32, device=dists.device)
-    lut[torch.tensor(slots, dtype=torch.long)] = torch.arange(len(slots), dtype=torch.int32, device=dists.device)
-
-    # pass 2: the lower bits inside the selected upper bins -> exact order statistics of the GEMM values
-    hist_low = torch.zeros(len(slots) << 16, dtype=torch.long)
-    for _, _, tile, _, neg in tiles():
-        bits = tile.view(torch.int32)
-        slot = lut[torch.where(neg, bits >> 16, _N_TOP)]  # int32 throughout: no int64 copies of the tile
-        selected = slot >= 0
-        keys = (slot[selected] << 16) | (bits[selected] & 0xFFFF)
-        hist_low += torch.bincount(keys, minlength=len(slots) << 16).cpu()
-    approx = {}
-    for r in ranks:
-        b = top_bin[r]
-        below = int(cumulative[b - 1]) if b > 0 else 0
-        low = int(torch.searchsorted(hist_low[slots.index(b) << 16 :][: 1 << 16].cumsum(0), r - below, right=True))
-        approx[r] = float(torch.tensor([(b << 16) | low], dtype=torch.int32).view(torch.float32))
-
-    def approx_value(r: int) -> np.float32:
-        return np.float32(math.sqrt(approx[r]))
-
-    approx_thresholds = [_numpy_linear_quantile(approx_value, n_neg, f) for f in fmr_vals]
-
-    # pass 3: exact resolution of the order statistics and of the positives near the thresholds
-    capacity = max(1, buffer_size // (len(ranks) + len(fmr_vals)))
-    neg_below = dict.fromkeys(ranks, 0)
-    neg_band = {r: _BoundedBuffer(capacity) for r in ranks}
-    neg_bounds = {r: (_f32_down(approx[r] - 2 * delta), _f32_up(approx[r] + 2 * delta)) for r in ranks}
-    pos_above = [0] * len(fmr_vals)
-    pos_approx = [0] * len(fmr_vals)
-    pos_band = [_BoundedBuffer(capacity) for _ in fmr_vals]
-    pos_bounds = []
-    for f in fmr_vals:
-        r_lo, r_hi = _needed_ranks(n_neg, f)[0], _needed_ranks(n_neg, f)[-1]
-        lo = (approx[r_lo] - delta) * (1 - _RELATIVE_MARGIN) - delta
-        hi = (approx[r_hi] + delta) * (1 + _RELATIVE_MARGIN) + delta
-        pos_bounds.append((_f32_down(lo), _f32_up(hi)))
-
-    def count(mask: Tensor, condition: Tensor) -> int:
-        return int(torch.count_nonzero(condition.logical_and_(mask)))
-
-    def band(mask: Tensor, lo: float, hi: float) -> Tuple[Tensor, Tensor]:
-        return (tile >= lo).logical_and_(tile <= hi).logical_and_(mask).nonzero(as_tuple=True)
-
-    for rows, c0, tile, pos, neg in tiles():
-        for r in ranks:
-            lo, hi = neg_bounds[r]
-            neg_below[r] += count(neg, tile < lo)
-            band_r, band_c = band(neg, lo, hi)
-            neg_band[r].add(dists.exact_sq_distances(rows[band_r], band_c + c0))
-        for i, (lo, hi) in enumerate(pos_bounds):
-            pos_approx[i] += count(pos, tile >= _f32_up(approx_thresholds[i] ** 2))
-            pos_above[i] += count(pos, tile > hi)
-            band_r, band_c = band(pos, lo, hi)
-            pos_band[i].add(dists.exact_sq_distances(rows[band_r], band_c + c0))
-
-    exact_stats: Dict[int, Optional[np.float32]] = {}
-    for r in ranks:
-        exact_stats[r] = _resolve_rank(r, approx[r], delta, neg_below[r], neg_band[r])
-
-    fnmr = []
-    for i, f in enumerate(fmr_vals):
-        needed = _needed_ranks(n_neg, f)
-        if all(exact_stats[r] is not None for r in needed) and not pos_band[i].overflow:
-            threshold = _numpy_linear_quantile(lambda r: exact_stats[r], n_neg, f)
-            band = pos_band[i].values().sqrt().float().double()
-            n_ge = pos_above[i] + int((band >= threshold).sum())
-        else:
-            warnings.warn(
-                f"FNMR@FMR={f}: too many pairs lie within the GEMM error bound ({delta:.2e} in squared distance) of "
-                f"the threshold to resolve them exactly with buffer_size={buffer_size}; returning the value computed "
-                f"from the GEMM distances (see the accuracy note of calc_fnmr_at_fmr_by_embeddings).",
-                stacklevel=2,
-            )
-            n_ge = pos_approx[i]
-        fnmr.append(n_ge / n_pos)
-    return torch.tensor(fnmr, dtype=torch.float32)
-
-
-def _needed_ranks(n: int, fmr: float) -> List[int]:
-    """Ranks (0-based) of the order statistics that ``np.quantile(x, fmr)`` reads from ``n`` values."""
-    virtual = (n - 1) * float(np.float64(fmr))
-    if virtual >= n - 1:
-        return [n - 1]
-    previous = int(math.floor(virtual))
-    return [previous, previous + 1]
-
-
-def _resolve_rank(rank: int, approx: float, delta: float, n_below: int, band: _BoundedBuffer) -> Optional[np.float32]:
-    """The exact float32 distance of ``rank`` from the exact squared distances near the GEMM value, or None."""
-    if band.overflow:
-        return None
-    values = torch.sort(band.values()).values
-    lo, hi = approx - delta, approx + delta
-    n_below += int((values < lo).sum())
-    middle = values[(values >= lo) & (values <= hi)]
-    position = rank - n_below
-    if not 0 <= position < len(middle):  # cannot happen if the error bound holds; fall back to the GEMM value
-        return None
-    return np.float32(torch.tensor(float(middle[position]), dtype=torch.float64).sqrt().float().item())
-
-
-def _label_codes(query_labels: Any, gallery_labels: Any, n_queries: int, n_galleries: int) -> Tuple[Tensor, Tensor]:
-    """Shared integer codes of the query and the gallery labels (checked against the set sizes)."""
-    _, (q, g) = encode_labels(query_labels, gallery_labels)
-    if q.shape != (n_queries,) or g.shape != (n_galleries,):
-        raise ValueError(
-            f"Expected {n_queries} query labels and {n_galleries} gallery labels, got {len(q)} and {len(g)}."
-        )
-    return q, g
 
 
 # --------------------------------------------------------------------------------------------- topology

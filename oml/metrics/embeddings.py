@@ -10,7 +10,7 @@ they are built (O(Q x G) memory) only if you read them.
 
 import warnings
 from pprint import pprint
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -34,22 +34,17 @@ from oml.const import (
     Y2_KEY,
 )
 from oml.ddp.utils import is_main_process
+from oml.functional.clustering import CLUSTERING_METRICS
 from oml.functional.distances import exact_cdist
-from oml.functional.knn import exact_knn
-from oml.functional.metrics import (
-    TMetricsDict,
-    calc_fnmr_at_fmr_by_embeddings,
-    calc_retrieval_metrics_on_topk,
-    calc_topological_metrics,
-    reduce_metrics,
-)
-from oml.functional.ordering import topk_stable
+from oml.functional.knn import exact_knn, exclusion_keys
+from oml.functional.metrics import RANKING_METRICS, TMetricsDict, reduce_metrics
+from oml.functional.ordering import sort_by_value_then_index, topk_stable
 from oml.interfaces.metrics import IMetricDDP, IMetricVisualisable
 from oml.interfaces.retrieval import IDistancesPostprocessor
 from oml.metrics.accumulation import Accumulator
 from oml.metrics.plotting import plot_retrieval_rows
+from oml.metrics.retrieval_results import RetrievalResults
 from oml.utils.checks import check_embeddings, check_in_range, check_ints
-from oml.utils.labels import encode_labels
 from oml.utils.misc import flatten_dict
 from oml.utils.misc_torch import drop_duplicates_by_ids
 
@@ -113,6 +108,17 @@ class EmbeddingMetrics(IMetricVisualisable):
         return_only_main_category: return only the ``"OVERALL"`` metrics.
         visualize_only_main_category: plot only the ``"OVERALL"`` metrics.
         verbose: print the metrics (main process only).
+        sequence_key: if given, the key of sequence ids: gallery items of the query's sequence are ignored for it,
+            like the query itself (re-id protocols; OML 4.0's ``sequence`` column).
+        ranking_metrics: any of ``"map@r"``, ``"r_precision"``, ``"mrr"`` (all by default; they widen the
+            retrieval to each query's number of relevant items R, computed in bounded memory).
+        clustering_metrics: any of ``"nmi"``, ``"ami"`` (opt-in: k-means of the queries, see
+            ``oml.functional.clustering``).
+        raise_on_queries_without_match: raise if a query has no relevant gallery item (OML 0.4.4's behaviour).
+            By default such queries (distractors) are scored as misses: 0 for every retrieval metric, counted in
+            ``"n_queries_without_match"`` of the results and reported with a warning.
+
+    After ``compute_metrics``, ``retrieval_results`` holds the ``RetrievalResults`` of the epoch.
 
     >>> metric = EmbeddingMetrics(cmc_top_k=(1,), precision_top_k=(), map_top_k=(2,), pfc_variance=(), verbose=False)
     >>> metric.setup(num_samples=4)
@@ -123,7 +129,8 @@ class EmbeddingMetrics(IMetricVisualisable):
     ...     "is_gallery": torch.tensor([False, False, True, True]),
     ... })
     >>> metric.compute_metrics()
-    {'OVERALL': {'cmc': {1: tensor(0.5000)}, 'map': {2: tensor(0.7500)}}}
+    {'OVERALL': {'cmc': {1: tensor(0.5000)}, 'map': {2: tensor(0.7500)},
+                 'map@r': tensor(0.5000), 'r_precision': tensor(0.5000), 'mrr': tensor(0.7500)}}
     """
 
     metric_name = ""
@@ -146,6 +153,10 @@ class EmbeddingMetrics(IMetricVisualisable):
         return_only_main_category: bool = False,
         visualize_only_main_category: bool = True,
         verbose: bool = True,
+        sequence_key: Optional[str] = None,
+        ranking_metrics: Sequence[str] = RANKING_METRICS,
+        clustering_metrics: Sequence[str] = (),
+        raise_on_queries_without_match: bool = False,
     ):
         for name, top_k in (("cmc_top_k", cmc_top_k), ("precision_top_k", precision_top_k), ("map_top_k", map_top_k)):
             check_ints(tuple(top_k), name, allow_empty=True)
@@ -153,6 +164,12 @@ class EmbeddingMetrics(IMetricVisualisable):
             check_in_range(tuple(fmr_vals), 0, 1, "fmr_vals")
         if pfc_variance:
             check_in_range(tuple(pfc_variance), 0, 1, "pfc_variance")
+        unknown = (set(ranking_metrics) - set(RANKING_METRICS)) | (set(clustering_metrics) - set(CLUSTERING_METRICS))
+        if unknown:
+            raise ValueError(
+                f"Unknown metrics {sorted(unknown)}: ranking_metrics take {RANKING_METRICS}, "
+                f"clustering_metrics take {CLUSTERING_METRICS}."
+            )
         if postprocessor is not None and not isinstance(postprocessor, IDistancesPostprocessor):
             raise TypeError(f"postprocessor must be an IDistancesPostprocessor, got {type(postprocessor)}.")
 
@@ -168,14 +185,27 @@ class EmbeddingMetrics(IMetricVisualisable):
         self.pfc_variance = tuple(pfc_variance)
         self.categories_key = categories_key
         self.postprocessor = postprocessor
-        self.metrics_to_exclude_from_visualization = ["fnmr@fmr", "pcf", *metrics_to_exclude_from_visualization]
+        # per-query ranking metrics are not plotted by default: the same number of figures as OML 0.4.4
+        self.metrics_to_exclude_from_visualization = [
+            "fnmr@fmr",
+            "pcf",
+            *RANKING_METRICS,
+            *CLUSTERING_METRICS,
+            *metrics_to_exclude_from_visualization,
+        ]
         self.return_only_main_category = return_only_main_category
         self.visualize_only_main_category = visualize_only_main_category
         self.verbose = verbose
+        self.sequence_key = sequence_key
+        self.ranking_metrics = tuple(ranking_metrics)
+        self.clustering_metrics = tuple(clustering_metrics)
+        self.raise_on_queries_without_match = raise_on_queries_without_match
 
         keys = [embeddings_key, is_query_key, is_gallery_key, labels_key]
         if categories_key is not None:
             keys.append(categories_key)
+        if sequence_key is not None:
+            keys.append(sequence_key)
         keys += list(self.extra_keys)
         if postprocessor is not None:
             keys += list(postprocessor.needed_keys)
@@ -186,7 +216,7 @@ class EmbeddingMetrics(IMetricVisualisable):
     def _reset_results(self) -> None:
         self.metrics: Optional[TMetricsDict_ByLabels] = None
         self.metrics_unreduced: Optional[TMetricsDict_ByLabels] = None
-        self._state: Optional[Dict[str, Any]] = None
+        self.retrieval_results: Optional[RetrievalResults] = None
         self._dense_distances: Optional[Tensor] = None
 
     # ------------------------------------------------------------------------------------------- life cycle
@@ -199,8 +229,8 @@ class EmbeddingMetrics(IMetricVisualisable):
         """Add a batch (a dict with all ``keys_to_accumulate``)."""
         self.acc.update_data(data_dict=data_dict)
 
-    def _prepare(self) -> Dict[str, Any]:
-        """Validate the accumulated data; return embeddings, label codes, query and gallery rows."""
+    def _collected(self) -> Dict[str, Any]:
+        """The accumulated storage, after checking that every expected sample arrived."""
         if not self.acc.is_storage_full():
             if self.acc.num_samples is None:
                 raise ValueError("No data: call setup(num_samples) and update_data(batch) before compute_metrics.")
@@ -209,54 +239,7 @@ class EmbeddingMetrics(IMetricVisualisable):
                 f"got {self.acc.collected_samples}: {self.acc.num_samples - self.acc.collected_samples} samples are "
                 f"missing (or pass the right num_samples to setup)."
             )
-        storage = self.acc.storage
-        embeddings = check_embeddings(_as_tensor(storage[self.embeddings_key], self.embeddings_key), "embeddings")
-        n = len(embeddings)
-        is_query = _as_bool_vector(storage[self.is_query_key], self.is_query_key, n)
-        is_gallery = _as_bool_vector(storage[self.is_gallery_key], self.is_gallery_key, n)
-        labels = storage[self.labels_key]
-        labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).ravel()
-        if len(labels) != n:
-            raise ValueError(f"{self.labels_key!r} has {len(labels)} values, expected {n}.")
-        _, (codes,) = encode_labels(labels)
-
-        query_rows, gallery_rows = is_query.nonzero().flatten(), is_gallery.nonzero().flatten()
-        if len(query_rows) == 0 or len(gallery_rows) == 0:
-            raise ValueError(
-                f"Empty query or gallery set: {len(query_rows)} queries and {len(gallery_rows)} gallery items "
-                f"among {n} samples (check {self.is_query_key!r} and {self.is_gallery_key!r})."
-            )
-        gallery_counts = torch.bincount(codes[gallery_rows], minlength=int(codes.max()) + 1)
-        n_gt = gallery_counts[codes[query_rows]] - is_gallery[query_rows].long()
-        lonely = (n_gt == 0).nonzero().flatten()
-        if len(lonely):
-            rows = query_rows[lonely[:10]]
-            raise ValueError(
-                f"There are queries without available correct answers in the gallery: {len(lonely)} of "
-                f"{len(query_rows)} queries have no other gallery item with their label (samples {rows.tolist()}, "
-                f"labels {labels[rows.numpy()].tolist()}). Mark them is_query=False or add gallery items."
-            )
-        same_set = torch.equal(is_query, is_gallery)
-        if same_set and len(query_rows) == n:
-            queries = galleries = embeddings
-            query_ids = gallery_ids = query_rows
-        elif same_set:
-            queries = galleries = embeddings[query_rows]
-            query_ids = gallery_ids = query_rows
-        else:
-            queries, galleries = embeddings[query_rows], embeddings[gallery_rows]
-            query_ids, gallery_ids = query_rows, gallery_rows
-        return {
-            "embeddings": embeddings,
-            "codes": codes,
-            "query_rows": query_rows,
-            "gallery_rows": gallery_rows,
-            "queries": queries,
-            "galleries": galleries,
-            "query_ids": query_ids,
-            "gallery_ids": gallery_ids,
-            "n_gt": n_gt,
-        }
+        return self.acc.storage
 
     def _retrieval_width(self, n_galleries: int) -> int:
         widths = [*self.cmc_top_k, *self.precision_top_k, *self.map_top_k]
@@ -266,22 +249,55 @@ class EmbeddingMetrics(IMetricVisualisable):
             widths.append(int(self.postprocessor.top_n))  # type: ignore[arg-type]
         return min(max(widths), n_galleries) if widths else 0
 
-    def _retrieve(self, state: Dict[str, Any]) -> Tuple[Tensor, Tensor]:
-        """Distances ``[Q, w]`` and gallery positions ``[Q, w]`` of every query's nearest galleries (post-processed)."""
-        width = self._retrieval_width(len(state["gallery_rows"]))
+    def _build_results(self) -> RetrievalResults:
+        storage = self._collected()
+        embeddings = check_embeddings(_as_tensor(storage[self.embeddings_key], self.embeddings_key), "embeddings")
+        n = len(embeddings)
+        is_query = _as_bool_vector(storage[self.is_query_key], self.is_query_key, n)
+        is_gallery = _as_bool_vector(storage[self.is_gallery_key], self.is_gallery_key, n)
+        labels = storage[self.labels_key]
+        labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).ravel()
+        if len(labels) != n:
+            raise ValueError(f"{self.labels_key!r} has {len(labels)} values, expected {n}.")
+        sequences = None if self.sequence_key is None else _category_values(storage[self.sequence_key])
+        categories = None if self.categories_key is None else _category_values(storage[self.categories_key])
+        query_rows, gallery_rows = is_query.nonzero().flatten(), is_gallery.nonzero().flatten()
         pp = self.postprocessor
-        if pp is not None and not pp.supports_top_n():
-            return self._retrieve_dense(state, width)
-        if width == 0:
-            empty = torch.zeros(len(state["query_rows"]), 0)
-            return empty, empty.long()
-        distances, indices = exact_knn(
-            state["queries"], state["galleries"], width, state["query_ids"], state["gallery_ids"]
+        rerank = search = None
+        if pp is not None and pp.supports_top_n():
+            rerank = self._top_n_reranker(query_rows, gallery_rows)
+        elif pp is not None:
+            search = self._dense_search(embeddings, query_rows, gallery_rows)
+        results = RetrievalResults.from_embeddings(
+            embeddings,
+            labels,
+            is_query,
+            is_gallery,
+            top_k=self._retrieval_width(len(gallery_rows)),
+            sequences=sequences,
+            categories=categories,
+            ranking_metrics=self.ranking_metrics,
+            rerank=rerank,
+            search=search,
         )
-        if pp is not None:
-            n = min(int(pp.top_n), width)  # type: ignore[arg-type]
+        lonely = (results.n_gt == 0).nonzero().flatten()
+        if len(lonely) and self.raise_on_queries_without_match:
+            rows = query_rows[lonely[:10]]
+            raise ValueError(
+                f"There are queries without available correct answers in the gallery: {len(lonely)} of "
+                f"{len(query_rows)} queries have no other gallery item with their label (samples {rows.tolist()}, "
+                f"labels {labels[rows.numpy()].tolist()}). Mark them is_query=False or add gallery items "
+                f"(or let them be scored as misses: raise_on_queries_without_match=False)."
+            )
+        return results
+
+    def _top_n_reranker(self, query_rows: Tensor, gallery_rows: Tensor) -> Any:
+        pp = self.postprocessor
+
+        def rerank(positions: Tensor, distances: Tensor, indices: Tensor) -> Tuple[Tensor, Tensor]:
+            n = min(int(pp.top_n), distances.shape[1])  # type: ignore[union-attr, arg-type]
             block = distances[:, :n].clone()
-            new = pp.process_top_n(block, state["query_rows"], state["gallery_rows"][indices[:, :n]], self.acc.storage)
+            new = pp.process_top_n(block, query_rows[positions], gallery_rows[indices[:, :n]], self.acc.storage)  # type: ignore[union-attr]
             new = torch.as_tensor(new)
             if new.shape != (len(distances), n) or torch.isnan(new).any():
                 raise ValueError(
@@ -289,88 +305,70 @@ class EmbeddingMetrics(IMetricVisualisable):
                     f"got shape {tuple(new.shape)}."
                 )
             # re-sort each block by (new distance, gallery index); the items after the block keep their order
-            by_index = torch.sort(indices[:, :n], dim=1)
-            new = new.to(distances.dtype).gather(1, by_index.indices)
-            order = topk_stable(new, n)
-            distances[:, :n], indices[:, :n] = new.gather(1, order), by_index.values.gather(1, order)
-        return distances, indices
+            new_d, new_i = sort_by_value_then_index(new.to(distances.dtype), indices[:, :n])
+            distances, indices = distances.clone(), indices.clone()
+            distances[:, :n], indices[:, :n] = new_d, new_i
+            return distances, indices
 
-    def _retrieve_dense(self, state: Dict[str, Any], width: int) -> Tuple[Tensor, Tensor]:
+        return rerank
+
+    def _dense_search(self, embeddings: Tensor, query_rows: Tensor, gallery_rows: Tensor) -> Any:
         """OML's dense path for postprocessors without ``process_top_n``: O(Q x G) memory."""
-        warnings.warn(
-            f"{type(self.postprocessor).__name__} has no top_n/process_top_n: the dense [Q, G] distance matrix is "
-            f"built for it.",
-            stacklevel=3,
-        )
-        distances = self._dense_raw_distances(state)
-        processed = self.postprocessor.process_by_dict(distances.clone(), data=self.acc.storage)  # type: ignore[union-attr]
-        if processed.shape != distances.shape:
-            raise ValueError(
-                f"process_by_dict returned shape {tuple(processed.shape)}, expected {tuple(distances.shape)}."
-            )
-        processed[state["query_ids"][:, None] == state["gallery_ids"][None, :]] = float("inf")
-        self._dense_distances = processed
-        if width == 0:
-            return processed[:, :0], torch.zeros(len(processed), 0, dtype=torch.long)
-        order = topk_stable(processed, width)
-        return processed.gather(1, order), order
 
-    def _dense_raw_distances(self, state: Dict[str, Any]) -> Tensor:
-        queries, galleries = state["queries"], state["galleries"]
-        distances = exact_cdist(queries, galleries)
-        distances[state["query_ids"][:, None] == state["gallery_ids"][None, :]] = float("inf")
+        def search(positions: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+            if self._dense_distances is None:
+                warnings.warn(
+                    f"{type(self.postprocessor).__name__} has no top_n/process_top_n: the dense [Q, G] distance "
+                    f"matrix is built for it.",
+                    stacklevel=5,
+                )
+                distances = self._dense_raw_distances(embeddings[query_rows], embeddings[gallery_rows])
+                distances = self._mask_same(distances, query_rows, gallery_rows)
+                processed = self.postprocessor.process_by_dict(distances.clone(), data=self.acc.storage)  # type: ignore[union-attr]
+                if processed.shape != distances.shape:
+                    raise ValueError(
+                        f"process_by_dict returned shape {tuple(processed.shape)}, expected {tuple(distances.shape)}."
+                    )
+                self._dense_distances = self._mask_same(processed, query_rows, gallery_rows)
+            rows = self._dense_distances[positions]
+            order = topk_stable(rows, k)
+            return rows.gather(1, order), order
+
+        return search
+
+    def _mask_same(self, distances: Tensor, query_rows: Tensor, gallery_rows: Tensor) -> Tensor:
+        """``inf`` where the query and the gallery item share an exclusion key (the same sample or sequence)."""
+        sequences = None if self.sequence_key is None else _category_values(self.acc.storage[self.sequence_key])
+        keys = exclusion_keys(torch.arange(self.acc.num_samples or 0), sequences)
+        distances[keys[query_rows][:, None] == keys[gallery_rows][None, :]] = float("inf")
         return distances
 
-    def compute_metrics(self) -> TMetricsDict_ByLabels:  # type: ignore[override]
-        """Compute the metrics on the accumulated data; fills ``metrics`` and ``metrics_unreduced``."""
-        self._reset_results()
-        state = self._prepare()
-        n_galleries = len(state["gallery_rows"])
-        distances, indices = self._retrieve(state)
-        state["distances"], state["indices"] = distances, indices
-        query_rows, codes = state["query_rows"], state["codes"]
-        retrieved_rows = state["gallery_rows"][indices]
-        gt_tops = (codes[retrieved_rows] == codes[query_rows][:, None]) & (retrieved_rows != query_rows[:, None])
+    @staticmethod
+    def _dense_raw_distances(queries: Tensor, galleries: Tensor) -> Tensor:
+        return exact_cdist(queries, galleries)
 
-        unreduced: TMetricsDict_ByLabels = {}
-        positions: Dict[Any, Tensor] = {OVERALL_CATEGORIES_KEY: torch.arange(len(query_rows))}
-        overall = calc_retrieval_metrics_on_topk(
-            gt_tops,
-            state["n_gt"],
+    def compute_metrics(self) -> TMetricsDict_ByLabels:  # type: ignore[override]
+        """Compute the metrics on the accumulated data; fills ``metrics``, ``metrics_unreduced`` and
+        ``retrieval_results``."""
+        self._reset_results()
+        results = self._build_results()
+        if self.fmr_vals and self.postprocessor is not None:
+            warnings.warn("FNMR@FMR is computed on the embedding distances, without the postprocessor.", stacklevel=2)
+        unreduced = results.metrics(
             self.cmc_top_k,
             self.precision_top_k,
             self.map_top_k,
-            n_galleries=n_galleries,
+            ranking_metrics=self.ranking_metrics,
+            fmr_vals=self.fmr_vals,
+            pcf_variance=self.pfc_variance,
+            clustering_metrics=self.clustering_metrics,
+            by_category=self.categories_key is not None,
             reduce=False,
         )
-        unreduced[OVERALL_CATEGORIES_KEY] = overall
-        groups: List[Tuple[Any, Tensor, Tensor]] = [
-            (
-                OVERALL_CATEGORIES_KEY,
-                torch.ones(len(query_rows), dtype=torch.bool),
-                torch.ones(len(codes), dtype=torch.bool),
-            )
-        ]
-        if self.categories_key is not None:
-            categories = np.asarray(_category_values(self.acc.storage[self.categories_key]))
-            if len(categories) != len(codes):
-                raise ValueError(f"{self.categories_key!r} has {len(categories)} values, expected {len(codes)}.")
-            query_categories = categories[query_rows.numpy()]
-            for category in np.unique(query_categories):
-                key = _python_key(category)
-                in_queries = torch.from_numpy(query_categories == category)
-                positions[key] = in_queries.nonzero().flatten()
-                unreduced[key] = {
-                    metric: {k: v[in_queries] for k, v in values.items()} for metric, values in overall.items()
-                }
-                groups.append((key, in_queries, torch.from_numpy(categories == category)))
-
-        for key, in_queries, in_samples in groups:
-            if self.fmr_vals:
-                unreduced[key]["fnmr@fmr"] = self._fnmr(state, in_queries)
-            unreduced[key].update(calc_topological_metrics(state["embeddings"][in_samples], self.pfc_variance))
-
-        self._state = state
+        positions: Dict[Any, Tensor] = {OVERALL_CATEGORIES_KEY: torch.arange(len(results))}
+        for key, in_queries, _ in results._groups(by_category=self.categories_key is not None)[1:]:
+            positions[key] = in_queries.nonzero().flatten()
+        self.retrieval_results = results
         self._positions = positions
         self.metrics_unreduced = unreduced
         self.metrics = reduce_metrics(unreduced)
@@ -383,49 +381,32 @@ class EmbeddingMetrics(IMetricVisualisable):
             pprint(result)
         return result
 
-    def _fnmr(self, state: Dict[str, Any], in_queries: Tensor) -> Dict[float, Tensor]:
-        if self.postprocessor is not None:
-            warnings.warn("FNMR@FMR is computed on the embedding distances, without the postprocessor.", stacklevel=3)
-        codes = state["codes"]
-        query_rows = state["query_rows"][in_queries]
-        if bool(in_queries.all()):
-            queries, query_ids = state["queries"], state["query_ids"]
-        else:
-            queries, query_ids = state["embeddings"][query_rows], query_rows
-        values = calc_fnmr_at_fmr_by_embeddings(
-            queries,
-            state["galleries"],
-            codes[query_rows],
-            codes[state["gallery_rows"]],
-            self.fmr_vals,
-            query_ids=query_ids,
-            gallery_ids=state["gallery_ids"],
-        )
-        return dict(zip(self.fmr_vals, values))
-
     # ------------------------------------------------------------------------------------------- dense compat
-    def _require_state(self) -> Dict[str, Any]:
-        if self._state is None:
+    def _require_results(self) -> RetrievalResults:
+        if self.retrieval_results is None:
             raise RuntimeError("Call compute_metrics() first.")
-        return self._state
+        return self.retrieval_results
 
     @property
     def distance_matrix(self) -> Optional[Tensor]:
-        """Dense ``[Q, G]`` distances, same-sample pairs ``inf`` (lazy, O(Q x G) memory; OML compatibility)."""
-        if self._state is None:
+        """Dense ``[Q, G]`` distances, excluded pairs ``inf`` (lazy, O(Q x G) memory; OML compatibility)."""
+        if self.retrieval_results is None:
             return None
         if self._dense_distances is None:
-            self._dense_distances = self._dense_raw_distances(self._state)
+            rr = self.retrieval_results
+            self._dense_distances = self._mask_same(
+                self._dense_raw_distances(rr.queries, rr.galleries), rr.query_ids, rr.gallery_ids
+            )
         return self._dense_distances
 
     @property
     def mask_gt(self) -> Optional[Tensor]:
-        """Dense bool ``[Q, G]``: same label and not the same sample (lazy, O(Q x G) memory; OML compatibility)."""
-        if self._state is None:
+        """Dense bool ``[Q, G]``: same label and not excluded (lazy, O(Q x G) memory; OML compatibility)."""
+        if self.retrieval_results is None:
             return None
-        state = self._state
-        q, g = state["query_rows"], state["gallery_rows"]
-        return (state["codes"][q][:, None] == state["codes"][g][None, :]) & (q[:, None] != g[None, :])
+        rr = self.retrieval_results
+        same = rr.query_labels[:, None] == rr.gallery_labels[None, :]
+        return same & (rr.query_keys[:, None] != rr.gallery_keys[None, :])  # type: ignore[index]
 
     # ------------------------------------------------------------------------------------------- visualisation
     def ready_to_visualize(self) -> bool:
@@ -459,13 +440,16 @@ class EmbeddingMetrics(IMetricVisualisable):
         return self.get_plot_for_queries(query_ids=query_ids, n_instances=n_instances, verbose=verbose)
 
     def _retrieved_for_plot(self, position: int, n_instances: int) -> Tuple[List[int], List[float]]:
-        state = self._require_state()
-        indices, distances = state["indices"][position].tolist(), state["distances"][position].tolist()
-        n_galleries = len(state["gallery_rows"])
+        rr = self._require_results()
+        indices, distances = rr.retrieved[position].tolist(), rr.distances[position].tolist()
         if n_instances > len(indices):
-            row = state["query_rows"][position : position + 1]
+            keys = None if rr.query_keys is None else rr.query_keys[position : position + 1]
             more = exact_knn(
-                state["embeddings"][row], state["galleries"], min(n_instances, n_galleries), row, state["gallery_ids"]
+                rr.queries[position : position + 1],
+                rr.galleries,
+                min(n_instances, rr.n_galleries),
+                keys,
+                rr.gallery_keys,
             )
             for i, d in zip(more.indices[0].tolist(), more.distances[0].tolist()):
                 if i not in indices:
@@ -475,7 +459,7 @@ class EmbeddingMetrics(IMetricVisualisable):
 
     def get_plot_for_queries(self, query_ids: List[int], n_instances: int, verbose: bool = True) -> Figure:
         """Plot queries (positions in the query list) with their ``n_instances`` nearest galleries and GT items."""
-        state = self._require_state()
+        rr = self._require_results()
         storage = self.acc.storage
         if PATHS_KEY not in storage:
             raise KeyError(f"Plots need the image paths: create the metric with extra_keys=({PATHS_KEY!r}, ...).")
@@ -490,26 +474,23 @@ class EmbeddingMetrics(IMetricVisualisable):
             bbox = [float(storage[k][row]) for k in BBOXES_KEYS] if all(present) else None
             return paths[row], bbox
 
-        n_queries = len(state["query_rows"])
-        bad = [q for q in query_ids if not 0 <= q < n_queries]
+        bad = [q for q in query_ids if not 0 <= q < len(rr)]
         if bad:
-            raise ValueError(f"query_ids must be positions in [0, {n_queries}), got {bad}.")
+            raise ValueError(f"query_ids must be positions in [0, {len(rr)}), got {bad}.")
         if verbose:
             print(f"Plotting {len(query_ids)} queries with {n_instances} retrieved items each.")
-        codes, gallery_rows = state["codes"], state["gallery_rows"]
         queries, retrieved, ground_truth = [], [], []
         for position in query_ids:
-            row = int(state["query_rows"][position])
-            queries.append(item(row))
+            queries.append(item(int(rr.query_ids[position])))
+            is_relevant = (rr.gallery_labels == rr.query_labels[position]) & (
+                rr.gallery_keys != rr.query_keys[position]  # type: ignore[index]
+            )
             indices, distances = self._retrieved_for_plot(position, n_instances)
-            items = []
-            for i, d in zip(indices, distances):
-                g_row = int(gallery_rows[i])
-                items.append((*item(g_row), bool(codes[g_row] == codes[row]) and g_row != row, d))
-            retrieved.append(items)
-            gt_mask = (codes[gallery_rows] == codes[row]) & (gallery_rows != row)
-            gt_rows = gallery_rows[gt_mask][:N_GT_SHOW_EMBEDDING_METRICS].tolist()
-            ground_truth.append([item(r) for r in gt_rows])
+            retrieved.append(
+                [(*item(int(rr.gallery_ids[i])), bool(is_relevant[i]), d) for i, d in zip(indices, distances)]
+            )
+            gt_positions = is_relevant.nonzero().flatten()[:N_GT_SHOW_EMBEDDING_METRICS].tolist()
+            ground_truth.append([item(int(rr.gallery_ids[g])) for g in gt_positions])
         return plot_retrieval_rows(queries, retrieved, ground_truth, n_instances, N_GT_SHOW_EMBEDDING_METRICS)
 
     def visualize(self) -> Tuple[List[Figure], List[str]]:

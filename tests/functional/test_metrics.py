@@ -251,9 +251,10 @@ def test_calc_retrieval_metrics_bad_inputs():
         calc_retrieval_metrics(d, m, cmc_top_k=(0,))
     with pytest.raises(ValueError, match="Empty query"):
         calc_retrieval_metrics(d[:0], m[:0])
-    m[1] = False
-    with pytest.raises(ValueError, match=r"1 of 3 queries have no relevant gallery items.*\[1\]"):
-        calc_retrieval_metrics(d, m, fmr_vals=())
+    m[1] = False  # a query without relevant items: scored as a miss, with a warning
+    with pytest.warns(UserWarning, match=r"1 of 3 queries have no relevant gallery item"):
+        scores = calc_retrieval_metrics(d, m, fmr_vals=(), reduce=False)
+    assert [values[1] for metric in scores.values() for values in metric.values()] == [0.0, 0.0, 0.0]
     nan = d.clone()
     nan[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from oml.functional.metrics import calc_retrieval_metrics, calc_topological_metrics
 from oml.interfaces.retrieval import IDistancesPostprocessor
 from oml.metrics.embeddings import EmbeddingMetrics, validate_dataset
+from oml.utils.misc import flatten_dict
 from tests.utils.oracles import dense_distances
 
 matplotlib.use("Agg")
@@ -227,9 +228,10 @@ def test_top_n_postprocessor_equals_dense_postprocessing():
     dense.update_data(data)
     with pytest.warns(UserWarning, match="dense"):
         dense_result = dense.compute_metrics()
-    for name, values in dense_result["OVERALL"].items():
-        for key, value in values.items():
-            assert torch.isclose(fast_result["OVERALL"][name][key], value), (name, key)
+    fast_flat, dense_flat = flatten_dict(fast_result), flatten_dict(dense_result)
+    assert fast_flat.keys() == dense_flat.keys()
+    for name, value in dense_flat.items():
+        assert torch.isclose(fast_flat[name], value), name
     plain = EmbeddingMetrics(**kwargs)
     plain.setup(90)
     plain.update_data(data)
@@ -249,7 +251,15 @@ def test_queries_without_gallery_answers():
     data["labels"] = data["labels"].clone()
     data["labels"][[4, 11]] = torch.tensor([100, 101])  # unique labels: no other gallery item
     with pytest.raises(ValueError, match=r"2 of 30 queries .*samples \[4, 11\].*labels \[100, 101\]"):
-        filled_metric(data).compute_metrics()
+        filled_metric(data, raise_on_queries_without_match=True).compute_metrics()
+    # by default they are scored as misses, counted and reported (OML 4.0 warns too)
+    metric = filled_metric(data, cmc_top_k=(1, 5))
+    with pytest.warns(UserWarning, match="2 of 30 queries have no relevant gallery item"):
+        result = metric.compute_metrics()
+    assert result["OVERALL"]["n_queries_without_match"] == 2
+    for name, values in flatten_dict(metric.metrics_unreduced).items():
+        if isinstance(values, torch.Tensor) and values.ndim == 1:
+            assert values[[4, 11]].tolist() == [0.0, 0.0], name
 
 
 def test_nan_embeddings():
@@ -377,7 +387,7 @@ def test_worst_queries(mock_metric):
     assert values[worst].tolist() == sorted(values.tolist())[:4]
     square = mock_metric.get_worst_queries_ids("square/map/5", 3)  # positions in the whole query list
     paths = mock_metric.acc.storage["paths"]
-    query_rows = mock_metric._state["query_rows"]
+    query_rows = mock_metric.retrieval_results.query_ids
     assert all("square" in paths[int(query_rows[i])] for i in square)
     with pytest.raises(KeyError, match="Unknown metric"):
         mock_metric.get_worst_queries_ids("OVERALL/cmc/2", 3)
