@@ -23,8 +23,10 @@ again with four times more candidates, finally against the whole gallery. Hence 
 brute-force oracle bit for bit, with ties broken by the smaller gallery index.
 """
 
+import os
+import time
 from contextlib import contextmanager
-from typing import Any, Iterator, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -73,6 +75,92 @@ def _check_ids(ids: Optional[Tensor], n: int, name: str) -> Optional[Tensor]:
     return ids.long().cpu()
 
 
+SCREENING_ENV = "OML_KNN_SCREENING"
+SCREENING_MIN_WORK = 2**30  # multiply-adds below which "auto" does not screen (the probe would cost more)
+_FAST_LOW_PRECISION: Dict[str, bool] = {}
+
+
+def _bf16_is_fast(device: torch.device) -> bool:
+    """Whether bfloat16 GEMMs run at least 1.5x faster than float32 ones here (timed once per process)."""
+    key = str(device)
+    if key not in _FAST_LOW_PRECISION:
+        if device.type == "cuda":
+            _FAST_LOW_PRECISION[key] = True  # tensor cores
+        else:
+            a = torch.randn(1024, 384, device=device)
+            b = torch.randn(384, 4096, device=device)
+            times = {torch.float32: [], torch.bfloat16: []}
+            for _ in range(3):
+                for dtype in times:
+                    x, y = a.to(dtype), b.to(dtype)
+                    start = time.perf_counter()
+                    torch.mm(x, y)
+                    times[dtype].append(time.perf_counter() - start)
+            _FAST_LOW_PRECISION[key] = min(times[torch.float32]) > 1.5 * min(times[torch.bfloat16])
+    return _FAST_LOW_PRECISION[key]
+
+
+def screening_dtype(
+    queries: Tensor, galleries: Tensor, screening: Union[None, bool, str] = None
+) -> Optional[torch.dtype]:
+    """The dtype of the screening GEMM for these inputs, or None for the float32 path.
+
+    ``screening``: ``True``/``"on"``, ``False``/``"off"`` or ``"auto"`` (default: ``$OML_KNN_SCREENING``, else
+    ``"auto"``). ``"auto"`` screens float32 inputs of at least ``SCREENING_MIN_WORK`` multiply-adds on CUDA and
+    on CPUs whose bfloat16 GEMM is at least 1.5x faster than float32 (timed once per process).
+    """
+    choice = os.environ.get(SCREENING_ENV, "auto") if screening is None else screening
+    choice = {True: "on", False: "off"}.get(choice, choice) if isinstance(choice, bool) else str(choice).lower()
+    if choice not in ("on", "off", "auto"):
+        raise ValueError(f"screening must be True, False, 'on', 'off' or 'auto', got {choice!r} (${SCREENING_ENV}).")
+    if choice == "off" or distance_dtype(queries, galleries) != torch.float32:
+        return None
+    if choice == "auto":
+        work = len(queries) * len(galleries) * queries.shape[1]
+        if work < SCREENING_MIN_WORK or not _bf16_is_fast(queries.device):
+            return None
+    return torch.bfloat16
+
+
+def screening_is_auto(screening: Union[None, bool, str]) -> bool:
+    """Whether the screening choice is left to ``"auto"`` (explicitly or through the environment)."""
+    choice = os.environ.get(SCREENING_ENV, "auto") if screening is None else screening
+    return isinstance(choice, str) and choice.lower() == "auto"
+
+
+PROBE_QUERIES = 256  # queries screened by "auto" to see whether the low-precision bound certifies them
+PROBE_MIN_CERTIFIED = 0.9
+
+
+def _screening_certifies(dists: "QueryGalleryDistances", k: int, kk: int) -> bool:
+    """Screen a spread sample of queries: does the low-precision bound certify almost all of them?
+
+    The bound is proven for any data, but its width (``~3 * 2^-8 (|q'| + |g'|)^2``) only pays off when the
+    k-th neighbour stands out by more than that; otherwise most queries would be screened twice.
+    """
+    n_probe = min(dists.n_queries, PROBE_QUERIES)
+    rows = torch.linspace(0, dists.n_queries - 1, n_probe, device=dists.device).round().long().unique()
+    values, cols = _scan(dists, rows, kk, max(1, len(rows)), min(dists.n_galleries, MAX_TILE_WIDTH))
+    with _one_thread():
+        _, _, certified = _finalize(dists, rows, values, cols, k)
+    return float(certified.float().mean()) >= PROBE_MIN_CERTIFIED
+
+
+def screening_error_factor(screen_dtype: torch.dtype, n_terms: int) -> float:
+    """``c`` such that a low-precision GEMM value is within ``c * (|q'| + |g'|)^2`` of the exact one.
+
+    The operands are rounded to ``screen_dtype`` (unit round-off ``u``), the products are exact in float32,
+    they are summed in float32 in any order (``gamma_n`` of ``2^-24``), and the result is rounded to
+    ``screen_dtype`` again. For the augmented vectors ``sum_i |a_i b_i| <= (|q'| + |g'|)^2``, so the error is at
+    most ``(2u + u^2 + gamma_n (1 + u)^2) (1 + u) + u`` times that (see the module docstring).
+    """
+    u = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}[screen_dtype]
+    u32 = 2.0**-24
+    gamma = n_terms * u32 / (1 - n_terms * u32)
+    inner = 2 * u + u * u + gamma * (1 + u) ** 2
+    return inner + u * (1 + inner)
+
+
 def exclusion_keys(sample_ids: Tensor, sequences: Optional[Any] = None) -> Tensor:
     """``[N]`` int64 keys for ``exact_knn``'s ids: equal for the same sample and for the same sequence.
 
@@ -113,6 +201,9 @@ class QueryGalleryDistances:
             same ids to enable the symmetric mode).
         query_ids: optional ``[Q]`` integer sample ids of the queries.
         gallery_ids: optional ``[G]`` integer sample ids of the galleries.
+        screen_dtype: run the GEMM in this low precision (``torch.bfloat16``) for screening: the tiles are
+            in that dtype and ``error_bound`` covers the rounding of the operands and of the results (see the
+            module docstring). The exact recomputation is unchanged.
     """
 
     def __init__(
@@ -121,6 +212,7 @@ class QueryGalleryDistances:
         galleries: Tensor,
         query_ids: Optional[Tensor] = None,
         gallery_ids: Optional[Tensor] = None,
+        screen_dtype: Optional[torch.dtype] = None,
     ):
         check_embeddings(queries, "queries")
         if galleries is not queries:
@@ -152,12 +244,17 @@ class QueryGalleryDistances:
             self.center = self.galleries.mean(dim=0, dtype=torch.float64).to(compute_dtype)
         else:
             self.center = torch.zeros(self.dim, dtype=compute_dtype, device=self.device)
-        self.gallery_aug = torch.empty(self.n_galleries, self.dim + 2, dtype=compute_dtype, device=self.device)
+        if screen_dtype is not None and compute_dtype != torch.float32:
+            raise ValueError(f"Screening needs float32 embeddings, got {compute_dtype}.")
+        self.tile_dtype = screen_dtype or compute_dtype
+        # built chunk by chunk, so that a low-precision operand never has a full float32 copy beside it
+        self.gallery_aug = torch.empty(self.n_galleries, self.dim + 2, dtype=self.tile_dtype, device=self.device)
+        gallery_sq_norms = torch.empty(self.n_galleries, dtype=torch.float64, device=self.device)
         for i in range(0, self.n_galleries, CHUNK):
-            centred = torch.sub(
-                self.galleries[i : i + CHUNK], self.center, out=self.gallery_aug[i : i + CHUNK, : self.dim]
-            )
-            self.gallery_aug[i : i + CHUNK, self.dim] = centred.double().square().sum(dim=1).to(compute_dtype)
+            centred = self.galleries[i : i + CHUNK] - self.center
+            gallery_sq_norms[i : i + CHUNK] = centred.double().square().sum(dim=1)
+            self.gallery_aug[i : i + CHUNK, : self.dim] = centred
+            self.gallery_aug[i : i + CHUNK, self.dim] = gallery_sq_norms[i : i + CHUNK].to(compute_dtype)
         self.gallery_aug[:, self.dim + 1] = 1
         self._masked = self._find_masked_pairs()
         # in the symmetric mode with unique ids the masked pairs are the diagonal
@@ -168,7 +265,7 @@ class QueryGalleryDistances:
             and bool((self._masked[:, 0] == torch.arange(self.n_queries, device=self.device)).all())
         )
 
-        gallery_norms = self.gallery_aug[:, self.dim].double().sqrt()
+        gallery_norms = gallery_sq_norms.to(compute_dtype).double().sqrt()
         if self.symmetric:
             query_norms = gallery_norms
         else:
@@ -180,16 +277,21 @@ class QueryGalleryDistances:
                 or [torch.zeros(0, dtype=torch.float64, device=self.device)]
             )
         max_gallery_norm = float(gallery_norms.max()) if self.n_galleries else 0.0
-        u = matmul_unit_roundoff(compute_dtype, self.device)
-        n_terms = self.dim + 2
-        if n_terms * u >= 0.5:
-            raise ValueError(f"The GEMM precision (unit round-off {u}) is too low for dimension {self.dim}.")
-        gamma = n_terms * u / (1 - n_terms * u)
         u_data = 2.0**-24 if compute_dtype == torch.float32 else 2.0**-53
         scale = ((query_norms + max_gallery_norm) * (1 + 2 * u_data)) ** 2
-        #: per query: |GEMM value - true squared distance| <= error_bound. Terms: the dot product (gamma),
-        #: the rounding of the squared norms (u) and of the centred data (3 u_data).
-        self.error_bound = ((gamma * (1 + u) + u + 4 * u_data) * scale).cpu()
+        n_terms = self.dim + 2
+        if screen_dtype is None:
+            u = matmul_unit_roundoff(compute_dtype, self.device)
+            if n_terms * u >= 0.5:
+                raise ValueError(f"The GEMM precision (unit round-off {u}) is too low for dimension {self.dim}.")
+            gamma = n_terms * u / (1 - n_terms * u)
+            # the dot product (gamma), the rounding of the squared norms (u) and of the centred data (4 u_data)
+            factor = gamma * (1 + u) + u + 4 * u_data
+        else:
+            # the float32 rounding of the squared norms (2^-24) comes before their low-precision rounding
+            factor = screening_error_factor(screen_dtype, n_terms) + 2.0**-24 + 4 * u_data
+        #: per query: |GEMM value - true squared distance| <= error_bound
+        self.error_bound = (factor * scale).cpu()
         # the final rounding to out_dtype merges values that differ by a relative 2 u_data in distance
         self._rounding_margin = (8 * u_data + 1e-15) * scale.cpu()
 
@@ -249,7 +351,8 @@ class QueryGalleryDistances:
             return torch.cat([g[:, : self.dim] * -2, g[:, self.dim + 1 :], g[:, self.dim : self.dim + 1]], dim=1)
         q = self.queries[rows] - self.center
         ones = torch.ones(len(q), 1, dtype=q.dtype, device=q.device)
-        return torch.cat([q * -2, ones, q.double().square().sum(dim=1).to(q.dtype)[:, None]], dim=1)
+        aug = torch.cat([q * -2, ones, q.double().square().sum(dim=1).to(q.dtype)[:, None]], dim=1)
+        return aug.to(self.tile_dtype)
 
     def tiles(self, rows: Tensor, height: int, width: int) -> Iterator[Tuple[int, Tensor, int, Tensor]]:
         """Yield ``(offset, query_rows, gallery_start, tile)`` with the GEMM squared distances (masked).
@@ -259,7 +362,7 @@ class QueryGalleryDistances:
         """
         rows = rows.to(self.device)
         height, width = max(1, min(height, len(rows))), max(1, min(width, self.n_galleries))
-        buffer = torch.empty(height * width, dtype=self.queries.dtype, device=self.device)
+        buffer = torch.empty(height * width, dtype=self.tile_dtype, device=self.device)
         for r0 in range(0, len(rows), height):
             chunk = rows[r0 : r0 + height]
             q_aug = self._query_aug(chunk)
@@ -281,7 +384,7 @@ class QueryGalleryDistances:
             raise RuntimeError("symmetric_tiles needs queries and galleries to be the same tensor with the same ids.")
         n = self.n_queries
         side = max(1, min(n, tile_size))
-        buffer = torch.empty(side * side, dtype=self.queries.dtype, device=self.device)
+        buffer = torch.empty(side * side, dtype=self.tile_dtype, device=self.device)
         starts = range(0, n, side)
         pairs = [(r0, r0) for r0 in starts] + [(r0, c0) for r0 in starts for c0 in starts if c0 > r0]
         q_aug, q_start = None, -1
@@ -444,7 +547,7 @@ def _one_thread() -> Iterator[None]:
 
 def _scan(dists: QueryGalleryDistances, rows: Tensor, kk: int, height: int, width: int) -> Tuple[Tensor, Tensor]:
     """GEMM-based ``kk`` best candidates (values, gallery indices) of the queries ``rows``."""
-    candidates = _Candidates(len(rows), kk, dists.queries)
+    candidates = _Candidates(len(rows), kk, dists.gallery_aug)
     for r0, _, c0, tile in dists.tiles(rows, height, width):
         block_mins = _row_block_mins(tile, kk)
         with _one_thread():
@@ -454,7 +557,7 @@ def _scan(dists: QueryGalleryDistances, rows: Tensor, kk: int, height: int, widt
 
 def _scan_symmetric(dists: QueryGalleryDistances, kk: int, tile_size: int) -> Tuple[Tensor, Tensor]:
     """``_scan`` of all queries when queries and galleries are the same set: half of the GEMM work."""
-    candidates = _Candidates(dists.n_queries, kk, dists.queries)
+    candidates = _Candidates(dists.n_queries, kk, dists.gallery_aug)
     for r0, c0, tile in dists.symmetric_tiles(tile_size):
         row_mins = _row_block_mins(tile, kk)
         column_mins = _column_block_mins(tile, kk) if c0 != r0 else None
@@ -510,6 +613,7 @@ def exact_knn(
     gallery_ids: Optional[Tensor] = None,
     extra: Optional[int] = None,
     tile_size: Optional[int] = None,
+    screening: Union[None, bool, str] = None,
 ) -> KNNResult:
     """Exact ``k`` nearest galleries of every query (Euclidean), in bounded memory.
 
@@ -524,6 +628,10 @@ def exact_knn(
         extra: candidates kept beyond ``k`` for the exactness check (default ``max(8, k // 4)``).
         tile_size: square tiles of this size instead of the default tiling (``2^24`` values per tile, up to
             ``2^15`` galleries wide; ``4096 x 4096`` in the symmetric mode). Memory is about one tile.
+        screening: screen the candidates with a bfloat16 GEMM (``True`` / ``"on"``), never (``False`` /
+            ``"off"``), or ``"auto"``: where the device does bfloat16 GEMMs fast (see ``screening_dtype``).
+            Default: the ``OML_KNN_SCREENING`` environment variable, else ``"auto"``. The results are the
+            same bit for bit either way: only the time differs.
 
     Returns:
         ``KNNResult(distances [Q, k], indices [Q, k])``, sorted by distance, ties by gallery index.
@@ -536,7 +644,8 @@ def exact_knn(
     >>> exact_knn(g, g, k=1, query_ids=ids, gallery_ids=ids).indices.flatten()  # the item itself is excluded
     tensor([2, 3, 0, 0])
     """
-    dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids)
+    screen_dtype = screening_dtype(queries, galleries, screening)
+    dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, screen_dtype=screen_dtype)
     n_galleries = dists.n_galleries
     if n_galleries == 0:
         raise ValueError("k must be at most the number of galleries, but the gallery is empty.")
@@ -547,6 +656,8 @@ def exact_knn(
     height = tile_size or max(1, TILE_ELEMENTS // width)
     extra = max(8, k // 4) if extra is None else extra
     kk = min(n_galleries, k + extra)
+    if screen_dtype is not None and screening_is_auto(screening) and not _screening_certifies(dists, k, kk):
+        dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids)
 
     out_d = torch.empty(dists.n_queries, k, dtype=dists.out_dtype, device=dists.device)
     out_i = torch.empty(dists.n_queries, k, dtype=torch.long, device=dists.device)
@@ -568,6 +679,11 @@ def exact_knn(
         pending = torch.cat(failed)
         if not len(pending):
             break
+        if dists.tile_dtype != dists.out_dtype:
+            # the low-precision bound was too loose for these queries: the float32 GEMM decides, same kk
+            dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids)
+            values, cols = _scan(dists, pending, kk, height, width)
+            continue
         kk *= 4
         if kk >= n_galleries:
             out_d[pending], out_i[pending] = _brute_force(dists, pending, k)
@@ -576,4 +692,12 @@ def exact_knn(
     return KNNResult(out_d, out_i)
 
 
-__all__ = ["KNNResult", "QueryGalleryDistances", "exact_knn", "exclusion_keys", "matmul_unit_roundoff"]
+__all__ = [
+    "KNNResult",
+    "QueryGalleryDistances",
+    "exact_knn",
+    "exclusion_keys",
+    "matmul_unit_roundoff",
+    "screening_dtype",
+    "screening_error_factor",
+]
