@@ -121,7 +121,12 @@ def convert_cars(
         "cars_test",
     )
     rows = pd.concat([train.assign(is_test=False), test.assign(is_test=True)], ignore_index=True)
-    fail_rows(rows, ~rows["class"].between(1, n_classes), f"class must be in 1..{n_classes} ({meta})", show="class")
+    fail_rows(
+        rows,
+        ~rows["class"].between(1, n_classes),
+        f"class must be one of the {n_classes} classes of {meta.name}",
+        show="class",
+    )
     check_paths(rows, root, verbose)
 
     rows[LABELS_COLUMN] = rows["class"]

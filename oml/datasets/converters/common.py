@@ -152,7 +152,10 @@ def fail_rows(df: pd.DataFrame, bad: Union[pd.Series, np.ndarray], problem: str,
     if positions.size == 0:
         return
     row = df.iloc[positions[0]]
-    value = f" ({show}={row[show]!r})" if show is not None else ""
+    value = ""
+    if show is not None:
+        shown = row[show].item() if isinstance(row[show], np.generic) else row[show]  # 4, not np.int64(4)
+        value = f" ({show}={shown!r})"
     more = f" [{positions.size} rows in all]" if positions.size > 1 else ""
     raise RawDataError(f"{where(row[SOURCE_FILE], row[SOURCE_LINE])}: {problem}{value}{more}.")
 
@@ -162,16 +165,23 @@ def check_unique(df: pd.DataFrame, column: str) -> None:
     fail_rows(df, df[column].duplicated(), f"{column} is repeated (it already appeared above)", show=column)
 
 
-def join_by_id(left: pd.DataFrame, right: pd.DataFrame, key: str) -> pd.DataFrame:
+def join_by_id(left: pd.DataFrame, right: pd.DataFrame, key: str, right_line: Optional[str] = None) -> pd.DataFrame:
     """Inner-join two raw files on ``key`` after checking that both list exactly the same ids.
 
     An id of one file missing from the other raises ``RawDataError`` naming the file and line where it
-    appears and the file where it is missing. The source columns of ``left`` are kept.
+    appears and the file where it is missing. The source columns of ``left`` are kept; ``right_line`` names
+    a column that keeps the lines of ``right`` (see ``as_source``).
     """
     for this, other in ((left, right), (right, left)):
         check_unique(this, key)
         fail_rows(this, ~this[key].isin(other[key]), f"{key} is not listed in {other[SOURCE_FILE].iloc[0]}", show=key)
-    return left.merge(right.drop(columns=[SOURCE_FILE, SOURCE_LINE]), on=key, how="inner", validate="one_to_one")
+    right = right.rename(columns={SOURCE_LINE: right_line}) if right_line else right.drop(columns=[SOURCE_LINE])
+    return left.merge(right.drop(columns=[SOURCE_FILE]), on=key, how="inner", validate="one_to_one")
+
+
+def as_source(rows: pd.DataFrame, path: Path, line_column: str) -> pd.DataFrame:
+    """The rows with errors pointing at ``path``, at the lines kept in ``line_column`` by ``join_by_id``."""
+    return rows.assign(**{SOURCE_FILE: str(path), SOURCE_LINE: rows[line_column]})
 
 
 def check_paths(df: pd.DataFrame, dataset_root: Path, verbose: bool = True) -> None:
@@ -374,6 +384,7 @@ __all__ = [
     "fail_rows",
     "check_unique",
     "join_by_id",
+    "as_source",
     "check_paths",
     "list_files",
     "read_image_sizes",

@@ -10,6 +10,7 @@ from oml.datasets.converters.common import (
     SHARED_CLASSES,
     UNSEEN_CLASSES,
     ConversionSummary,
+    as_source,
     check_boxes_inside,
     check_paths,
     check_protocol,
@@ -64,13 +65,15 @@ def convert_cub(
         ["image_id", "is_training_image"],
     )
     fail_rows(split, ~split["is_training_image"].isin([0, 1]), "is_training_image must be 0 or 1", "is_training_image")
+    boxes_file = require_file(root / "bounding_boxes.txt", "'<image_id> <x> <y> <width> <height>' lines")
     boxes = read_text_table(
-        require_file(root / "bounding_boxes.txt", "'<image_id> <x> <y> <width> <height>' lines"),
+        boxes_file,
         ["image_id", "x", "y", "width", "height"],
         ints=["image_id"],
         floats=["x", "y", "width", "height"],
     )
-    rows = join_by_id(join_by_id(join_by_id(images, labels, "image_id"), split, "image_id"), boxes, "image_id")
+    rows = join_by_id(join_by_id(images, labels, "image_id"), split, "image_id")
+    rows = join_by_id(rows, boxes, "image_id", right_line="box_line")
 
     rows[PATHS_COLUMN] = "images/" + rows["path"]
     rows[LABELS_COLUMN] = rows["class_id"]
@@ -80,7 +83,7 @@ def convert_cub(
     rows[Y1_COLUMN] = np.floor(rows["y"]).astype(np.int64)
     rows[X2_COLUMN] = np.ceil(rows["x"] + rows["width"]).astype(np.int64)
     rows[Y2_COLUMN] = np.ceil(rows["y"] + rows["height"]).astype(np.int64)
-    check_boxes_inside(rows, *read_image_sizes(rows, root, verbose))
+    check_boxes_inside(as_source(rows, boxes_file, "box_line"), *read_image_sizes(rows, root, verbose))
 
     if protocol == SHARED_CLASSES:
         is_validation = rows["is_training_image"] == 0

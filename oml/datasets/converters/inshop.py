@@ -20,6 +20,7 @@ from oml.const import (
 from oml.datasets.converters.common import (
     UNSEEN_CLASSES,
     ConversionSummary,
+    as_source,
     check_boxes_inside,
     check_paths,
     check_protocol,
@@ -86,14 +87,16 @@ def convert_inshop(
     item_number = partition["item_id"].str.extract(r"^id_(\d+)$", expand=False)
     fail_rows(partition, item_number.isna(), "item_id must look like id_00000002", show="item_id")
     partition[LABELS_COLUMN] = item_number.astype(np.int64)
+    boxes_file = require_file(root / "list_bbox_inshop.txt", "the count, the header and one box per image")
     boxes = read_text_table(
-        require_file(root / "list_bbox_inshop.txt", "the count, the header and one box per image"),
+        boxes_file,
         BBOX_HEADER,
         ints=["x_1", "y_1", "x_2", "y_2"],
         header=BBOX_HEADER,
         count_line=True,
     )
-    rows = join_by_id(partition, boxes.rename(columns={c: f"box_{c}" for c in BBOX_HEADER[3:]}), "image_name")
+    boxes = boxes.rename(columns={c: f"box_{c}" for c in BBOX_HEADER[3:]})
+    rows = join_by_id(partition, boxes, "image_name", right_line="box_line")
     fail_rows(rows, ~rows["image_name"].str.startswith("img/"), "image_name must start with img/", show="image_name")
     rows[PATHS_COLUMN] = images_folder + rows["image_name"].str[len("img") :]
     rows[CATEGORIES_COLUMN] = rows["image_name"].str.split("/").str[1:3].str.join("/")
@@ -116,7 +119,7 @@ def convert_inshop(
     if write_boxes:
         for column in (X1_COLUMN, Y1_COLUMN, X2_COLUMN, Y2_COLUMN):
             rows[column] = rows[f"box_{column}"]
-        check_boxes_inside(rows, *read_image_sizes(rows, root, verbose))
+        check_boxes_inside(as_source(rows, boxes_file, "box_line"), *read_image_sizes(rows, root, verbose))
     else:
         notes.append(
             f"df_with_bboxes.csv not written: the boxes of list_bbox_inshop.txt are in the pixels of img/, the "

@@ -48,7 +48,9 @@ def convert_sop(
     rows = pd.concat(parts, ignore_index=True)
     check_unique(rows, PATHS_COLUMN)
     test_classes = rows.loc[rows["is_test"], "class_id"]
-    fail_rows(rows, ~rows["is_test"] & rows["class_id"].isin(test_classes), "the product is also in Ebay_test.txt")
+    fail_rows(
+        rows, ~rows["is_test"] & rows["class_id"].isin(test_classes), "the product is also in Ebay_test.txt", "class_id"
+    )
     check_paths(rows, root, verbose)
 
     rows[LABELS_COLUMN] = rows["class_id"]
