@@ -1,16 +1,18 @@
-"""Every recipe of ``pipelines/{cub,cars,sop,inshop}`` runs end to end through the ``oml`` command.
+"""Every recipe of ``pipelines/{cub,cars,sop,inshop}`` runs end to end, as its README tells a user to run it.
 
-A miniature copy of each raw layout is built, converted with ``oml convert``, then the recipe's real
-configs (vits16, 224 px, GPU) are run shrunk by command-line overrides only (a tiny random timm model, 32 px,
-one epoch, CPU): train, then validate the checkpoint it wrote, then predict; SOP and InShop also train and
-validate the STIR re-ranker. The runs go through ``oml.cli.main``, the function of the console script.
+A miniature copy of each raw layout is built; then every ``oml ...`` command of the shell blocks of the
+recipe's README runs in order (convert, train, validate the checkpoint it wrote, resume, the papers'
+protocol, the STIR re-ranker of SOP and InShop), with the real configs (vits16, 224 px, GPU) shrunk by
+command-line overrides only (a tiny random timm model, 32 px, one epoch, CPU). The runs go through
+``oml.cli.main``, the function of the console script.
 """
 
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 import pytest
 
@@ -32,7 +34,6 @@ class Recipe:
     dataset: str
     hypvit: bool  # torchvision Hyp-ViT transforms (im_size + crop_size) instead of albumentations (im_size)
     categories: bool  # a category_balance sampler
-    stir: bool  # has the STIR re-ranking configs
     images: str  # a folder of the miniature layout for `oml predict`
 
     def config(self, kind: str) -> str:
@@ -42,17 +43,40 @@ class Recipe:
         crop = [f"{block}.args.crop_size=32"] if self.hypvit and block != "transforms_train" else []
         return [f"{block}.args.im_size=32", *crop]
 
-    def sampler(self) -> List[str]:
-        categories = ["sampler.args.n_categories=2"] if self.categories else []
-        return ["sampler.args.n_labels=2", "sampler.args.n_instances=2", *categories]
+    def shrink(self, command: str, config: str) -> List[str]:
+        """The overrides that make a command of this recipe tiny (the README's own arguments stay)."""
+        sampler = ["sampler.args.n_labels=2", "sampler.args.n_instances=2"]
+        if command == "train":
+            categories = ["sampler.args.n_categories=2"] if self.categories else []
+            sizes = [*self.size("transforms_train"), *self.size("transforms_val")]
+            return [*CPU, *QUIET, *TINY, "extractor.args.weights=null", *sizes, *sampler, *categories, "bs_val=16"]
+        if command == "train-postprocessor":
+            siamese = [f"pairwise_model.args.{o}" for o in TINY]
+            sizes = [*self.size("transforms_extraction"), *self.size("transforms_train")]
+            tiny = ["postprocessor.args.use_fp16=False", "batch_size_inference=16"]
+            return [*CPU, *QUIET, *TINY, *siamese, *sizes, *sampler, *tiny]
+        if command == "validate" and "postprocessor" in config:
+            siamese = [f"postprocessor.args.pairwise_model.args.{o}" for o in TINY]
+            return [*CPU, *TINY, *siamese, *self.size("transforms_val"), "bs_val=16"]
+        if command == "validate":
+            return [*CPU, *TINY, *self.size("transforms_val"), "bs_val=16"]
+        return []
 
 
 RECIPES = [
-    Recipe("cub", hypvit=False, categories=False, stir=False, images="images"),
-    Recipe("cars", hypvit=False, categories=False, stir=False, images="cars_test"),
-    Recipe("sop", hypvit=True, categories=True, stir=True, images="chair_final"),
-    Recipe("inshop", hypvit=True, categories=True, stir=True, images="img/MEN"),
+    Recipe("cub", hypvit=False, categories=False, images="images"),
+    Recipe("cars", hypvit=False, categories=False, images="cars_test"),
+    Recipe("sop", hypvit=True, categories=True, images="chair_final"),
+    Recipe("inshop", hypvit=True, categories=True, images="img/MEN"),
 ]
+
+
+def readme_commands(dataset: str) -> List[List[str]]:
+    """The arguments of every ``oml`` command in the shell blocks of a recipe's README, in order."""
+    text = (PIPELINES / dataset / "README.md").read_text()
+    blocks = re.findall(r"```shell\n(.*?)```", text, flags=re.DOTALL)
+    lines = [line.strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    return [shlex.split(line)[1:] for line in lines if line.startswith("oml ")]
 
 
 def run_oml(args: List[str], capsys: pytest.CaptureFixture) -> str:
@@ -73,59 +97,56 @@ def printed_cmc1(output: str) -> float:
     return float(values[-1])
 
 
-def only(paths: List[Path]) -> Path:
-    assert len(paths) == 1, paths
-    return paths[0]
+def localise(args: List[str], runs: List[Path]) -> List[str]:
+    """The README's arguments with ``<run>`` replaced by the latest run folder under that path."""
+    fixed = []
+    for arg in args:
+        if "<run>" in arg:
+            parent = Path(arg.split("=", 1)[-1].split("<run>")[0])
+            run = next(r for r in reversed(runs) if r.parent == parent)
+            arg = arg.replace(f"{parent.as_posix()}/<run>", run.as_posix())
+        fixed.append(arg)
+    return fixed
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.dataset)
-def test_recipe_runs_end_to_end(
+def test_readme_commands_run_end_to_end(
     recipe: Recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    root = tmp_path / "raw"
-    MAKERS[recipe.dataset](root)
-    summary = run_oml(["convert", recipe.dataset, str(root), "--quiet"], capsys)
-    assert "wrote" in summary and "df.csv" in summary
+    (tmp_path / "pipelines").symlink_to(PIPELINES)  # the READMEs' commands run from the repository root
+    commands = readme_commands(recipe.dataset)
+    assert [c[0] for c in commands[:3]] == ["convert", "train", "validate"], "the README starts with what trains"
+    raw_root = Path(commands[0][2])  # where the README expects the data, e.g. data/CUB_200_2011
+    MAKERS[recipe.dataset](raw_root)
 
-    data = [f"dataset_root={root}", *CPU]
-    output = run_oml(
-        [
-            "train",
-            recipe.config("train"),
-            *data,
-            *QUIET,
-            *TINY,
-            "extractor.args.weights=null",
-            *recipe.size("transforms_train"),
-            *recipe.size("transforms_val"),
-            *recipe.sampler(),
-            "logs_root=logs",
-            "max_epochs=1",
-            "valid_period=1",
-            "bs_val=16",
-        ],
-        capsys,
-    )
-    trained_cmc1 = printed_cmc1(output)
-    checkpoint = only(list((tmp_path / "logs").glob("*/checkpoints/best.ckpt")))
+    runs: List[Path] = []  # run folders of train / train-postprocessor, in order
+    scores: Dict[str, float] = {}  # the last CMC@1 logged by each kind of training
+    for i, args in enumerate(commands):
+        command, config = args[0], args[1]
+        extra = ["--quiet"] if command == "convert" else recipe.shrink(command, config)
+        if command in ("train", "train-postprocessor"):
+            resumed = any(a.startswith("ckpt_path=") for a in args)
+            extra += [f"logs_folder=run{i}", f"max_epochs={2 if resumed else 1}", "valid_period=1"]
+        output = run_oml([*localise(args, runs), *extra], capsys)
 
-    output = run_oml(
-        [
-            "validate",
-            recipe.config("val"),
-            *data,
-            *TINY,
-            f"extractor.args.weights={checkpoint.relative_to(tmp_path)}",  # relative to where oml starts
-            *recipe.size("transforms_val"),
-            "bs_val=16",
-        ],
-        capsys,
-    )
-    # the validation config loads the very weights that training scored
-    assert printed_cmc1(output) == pytest.approx(trained_cmc1, abs=1e-4)
-    assert re.search(r"'precision': \{5: tensor", output), "validation adds precision@5"
+        if command == "convert":
+            assert "wrote" in output and "protocol" in output
+        elif command in ("train", "train-postprocessor"):
+            run = only(list(Path("logs").glob(f"*/run{i}")))
+            assert (run / "checkpoints" / "best.ckpt").is_file()
+            runs.append(run)
+            scores[command] = printed_cmc1(output)
+        else:
+            # the validation config loads the very weights that training scored last
+            trained = scores["train-postprocessor" if "postprocessor" in config else "train"]
+            assert printed_cmc1(output) == pytest.approx(trained, abs=1e-4), " ".join(args)
 
+    assert ("train-postprocessor" in scores) == (recipe.dataset in ("sop", "inshop")), "STIR for SOP and InShop"
+    run_predict(recipe, raw_root, runs[0] / "checkpoints" / "best.ckpt", tmp_path, capsys)
+
+
+def run_predict(recipe: Recipe, root: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run_oml(
         [
             "predict",
@@ -144,55 +165,10 @@ def test_recipe_runs_end_to_end(
     assert len(predictions) == sum(p.is_file() for p in (root / recipe.images).rglob("*")) > 0
     assert len({len(embedding) for embedding in predictions.values()}) == 1
 
-    if recipe.stir:
-        check_stir(recipe, root, checkpoint, tmp_path, capsys)
 
-
-def check_stir(recipe: Recipe, root: Path, extractor: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """Train the STIR re-ranker on top of the extractor just trained, then validate the two together."""
-    tiny_siamese = ["extractor.name=timm", "extractor.args.arch=resnet10t"]
-    output = run_oml(
-        [
-            "train-postprocessor",
-            recipe.config("train_postprocessor"),
-            f"dataset_root={root}",
-            *CPU,
-            *QUIET,
-            *TINY,
-            *[f"pairwise_model.args.{o}" for o in tiny_siamese],
-            f"extractor_weights={extractor}",
-            *recipe.size("transforms_extraction"),
-            *recipe.size("transforms_train"),
-            "sampler.args.n_labels=2",
-            "sampler.args.n_instances=2",
-            "postprocessor.args.use_fp16=False",
-            "logs_root=stir_logs",
-            "batch_size_inference=16",
-            "max_epochs=1",
-            "valid_period=1",
-        ],
-        capsys,
-    )
-    reranked_cmc1 = printed_cmc1(output)
-    reranker = only(list((tmp_path / "stir_logs").glob("*/checkpoints/best.ckpt")))
-    assert list(root.glob("embeddings_*.pkl")), "the extractor's embeddings are cached in the dataset root"
-
-    output = run_oml(
-        [
-            "validate",
-            recipe.config("val_postprocessor"),
-            f"dataset_root={root}",
-            *CPU,
-            *TINY,
-            *[f"postprocessor.args.pairwise_model.args.{o}" for o in tiny_siamese],
-            f"extractor_weights={extractor}",
-            f"postprocessor_weights={reranker}",
-            *recipe.size("transforms_val"),
-            "bs_val=16",
-        ],
-        capsys,
-    )
-    assert printed_cmc1(output) == pytest.approx(reranked_cmc1, abs=1e-4)
+def only(paths: List[Path]) -> Path:
+    assert len(paths) == 1, paths
+    return paths[0]
 
 
 def test_stir_validation_needs_the_reranker_weights(
