@@ -17,11 +17,11 @@ from oml.datasets.converters.common import (
     UNSEEN_CLASSES,
     ConversionSummary,
     RawDataError,
-    check_boxes_inside,
     check_paths,
     check_protocol,
     fail_rows,
     finish,
+    fit_boxes,
     one_vs_rest,
     read_image_sizes,
     require_file,
@@ -91,7 +91,7 @@ def convert_cars(
     ``cars_test_annos_withlabels.mat`` (also looked for in ``devkit/``); images are ``cars_train/<fname>``
     and ``cars_test/<fname>``. The label is the class id (1..196); every validation image is both a query
     and a gallery image. Boxes are inclusive pixel corners: ``x_2 = bbox_x2 + 1`` (clipped to the image,
-    since a 1-based corner may equal the width), and a corner beyond the image is an error.
+    since a 1-based corner may equal the width), and a corner further out is an error.
 
     Args:
         dataset_root: the ``CARS196`` folder.
@@ -131,11 +131,9 @@ def convert_cars(
 
     rows[LABELS_COLUMN] = rows["class"]
     widths, heights = read_image_sizes(rows, root, verbose)
-    beyond = (rows["bbox_x2"] > widths) | (rows["bbox_y2"] > heights)
     rows[X1_COLUMN], rows[Y1_COLUMN] = rows["bbox_x1"], rows["bbox_y1"]
-    rows[X2_COLUMN] = np.where(beyond, rows["bbox_x2"], np.minimum(rows["bbox_x2"] + 1, widths))
-    rows[Y2_COLUMN] = np.where(beyond, rows["bbox_y2"], np.minimum(rows["bbox_y2"] + 1, heights))
-    check_boxes_inside(rows, widths, heights)
+    rows[X2_COLUMN], rows[Y2_COLUMN] = rows["bbox_x2"] + 1, rows["bbox_y2"] + 1  # inclusive -> exclusive
+    rows[X2_COLUMN], rows[Y2_COLUMN] = fit_boxes(rows, widths, heights)
 
     is_validation = rows["is_test"] if protocol == SHARED_CLASSES else rows["class"] > CARS_N_TRAIN_CLASSES
     return finish(one_vs_rest(rows, is_validation), "Cars196", protocol, root, table_names(protocol, SHARED_CLASSES))

@@ -237,11 +237,16 @@ def read_image_sizes(df: pd.DataFrame, dataset_root: Path, verbose: bool = True)
     return widths, heights
 
 
-def check_boxes_inside(df: pd.DataFrame, widths: np.ndarray, heights: np.ndarray) -> None:
-    """Refuse boxes (integer ``x_1 < x_2``, ``y_1 < y_2``, right and bottom exclusive) that leave their image."""
+def fit_boxes(df: pd.DataFrame, widths: np.ndarray, heights: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The right and bottom edges (exclusive) of the boxes, after refusing the boxes that leave their image.
+
+    A right or bottom edge one pixel past the image is clipped to it, not refused: the datasets mix
+    inclusive and exclusive, 0- and 1-based corners, so one pixel is the convention's uncertainty. Anything
+    further out, a negative corner or an empty box raises ``RawDataError`` naming the file and line.
+    """
     x1, x2, y1, y2 = (df[c].to_numpy() for c in (X1_COLUMN, X2_COLUMN, Y1_COLUMN, Y2_COLUMN))
     fail_rows(df, (x1 >= x2) | (y1 >= y2), "the box is empty (it needs a positive width and height)")
-    outside = (x1 < 0) | (y1 < 0) | (x2 > widths) | (y2 > heights)
+    outside = (x1 < 0) | (y1 < 0) | (x1 >= widths) | (y1 >= heights) | (x2 > widths + 1) | (y2 > heights + 1)
     positions = np.flatnonzero(outside)
     if positions.size:
         i = positions[0]
@@ -251,6 +256,7 @@ def check_boxes_inside(df: pd.DataFrame, widths: np.ndarray, heights: np.ndarray
             f"the box (x_1={x1[i]}, y_1={y1[i]}, x_2={x2[i]}, y_2={y2[i]}) is outside the {widths[i]}x{heights[i]} "
             f"image {df[PATHS_COLUMN].iloc[i]}",
         )
+    return np.minimum(x2, widths), np.minimum(y2, heights)
 
 
 @dataclass
@@ -388,7 +394,7 @@ __all__ = [
     "check_paths",
     "list_files",
     "read_image_sizes",
-    "check_boxes_inside",
+    "fit_boxes",
     "finish",
     "table_names",
     "write_csv",

@@ -11,11 +11,11 @@ from oml.datasets.converters.common import (
     UNSEEN_CLASSES,
     ConversionSummary,
     as_source,
-    check_boxes_inside,
     check_paths,
     check_protocol,
     fail_rows,
     finish,
+    fit_boxes,
     join_by_id,
     one_vs_rest,
     read_image_sizes,
@@ -35,7 +35,8 @@ def convert_cub(
 
     Reads ``images.txt``, ``image_class_labels.txt``, ``train_test_split.txt`` and ``bounding_boxes.txt``
     as published; the label is the class id (1..200) and every validation image is both a query and a
-    gallery image. Boxes ``x y width height`` (float pixels) become the smallest integer box holding them.
+    gallery image. Boxes ``x y width height`` (float pixels) become the smallest integer box holding them
+    (an edge one pixel past the image is clipped, see ``fit_boxes``).
 
     Args:
         dataset_root: the ``CUB_200_2011`` folder.
@@ -83,7 +84,8 @@ def convert_cub(
     rows[Y1_COLUMN] = np.floor(rows["y"]).astype(np.int64)
     rows[X2_COLUMN] = np.ceil(rows["x"] + rows["width"]).astype(np.int64)
     rows[Y2_COLUMN] = np.ceil(rows["y"] + rows["height"]).astype(np.int64)
-    check_boxes_inside(as_source(rows, boxes_file, "box_line"), *read_image_sizes(rows, root, verbose))
+    widths, heights = read_image_sizes(rows, root, verbose)
+    rows[X2_COLUMN], rows[Y2_COLUMN] = fit_boxes(as_source(rows, boxes_file, "box_line"), widths, heights)
 
     if protocol == SHARED_CLASSES:
         is_validation = rows["is_training_image"] == 0

@@ -21,11 +21,11 @@ from oml.datasets.converters.common import (
     UNSEEN_CLASSES,
     ConversionSummary,
     as_source,
-    check_boxes_inside,
     check_paths,
     check_protocol,
     fail_rows,
     finish,
+    fit_boxes,
     join_by_id,
     read_image_sizes,
     read_text_table,
@@ -119,7 +119,8 @@ def convert_inshop(
     if write_boxes:
         for column in (X1_COLUMN, Y1_COLUMN, X2_COLUMN, Y2_COLUMN):
             rows[column] = rows[f"box_{column}"]
-        check_boxes_inside(as_source(rows, boxes_file, "box_line"), *read_image_sizes(rows, root, verbose))
+        widths, heights = read_image_sizes(rows, root, verbose)
+        rows[X2_COLUMN], rows[Y2_COLUMN] = fit_boxes(as_source(rows, boxes_file, "box_line"), widths, heights)
     else:
         notes.append(
             f"df_with_bboxes.csv not written: the boxes of list_bbox_inshop.txt are in the pixels of img/, the "

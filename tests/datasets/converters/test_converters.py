@@ -179,6 +179,19 @@ def test_one_vs_rest_label_with_one_image_stays_in_the_gallery(tmp_path: Path) -
     assert summary.dropped == {"validation images kept as gallery only (no other image of their label)": 1}
 
 
+def test_a_box_one_pixel_past_the_image_is_clipped(tmp_path: Path) -> None:
+    records = make_cub(tmp_path)
+    width, height = records[2]["size"]
+    edit_line(tmp_path / "bounding_boxes.txt", 3, f"3 0.0 1.0 {width + 0.6} {height - 1.0}")  # right edge W + 0.6
+    convert_cub(tmp_path, verbose=False)
+    df = read_table(tmp_path / "df_with_bboxes.csv", tmp_path)
+    row = df[df["path"] == f"images/{records[2]['rel']}"].iloc[0]
+    assert (row["x_1"], row["x_2"], row["y_1"], row["y_2"]) == (0, width, 1, height)
+    edit_line(tmp_path / "bounding_boxes.txt", 3, f"3 0.0 1.0 {width + 1.2} {height - 1.0}")  # two pixels out
+    with pytest.raises(RawDataError, match=r"bounding_boxes.txt, line 3: the box .* is outside"):
+        convert_cub(tmp_path, verbose=False)
+
+
 def test_inshop_query_without_gallery_is_dropped(tmp_path: Path) -> None:
     make_inshop(tmp_path)
     for name in ("list_eval_partition.txt", "list_bbox_inshop.txt"):  # item 13 loses its two gallery images
@@ -363,8 +376,8 @@ ERROR_CASES: Dict[str, tuple] = {
     "inshop-box-outside": (
         make_inshop,
         convert_inshop,
-        lambda r: edit_line(r / "list_bbox_inshop.txt", 3, "img/MEN/Denim/id_00000001/00_1_front.jpg 1 1 1 2 25 41"),
-        ["list_bbox_inshop.txt, line 3: the box", "is outside the 30x40 image"],
+        lambda r: edit_line(r / "list_bbox_inshop.txt", 3, "img/MEN/Denim/id_00000001/00_1_front.jpg 1 1 1 2 25 42"),
+        ["list_bbox_inshop.txt, line 3: the box (x_1=1, y_1=2, x_2=25, y_2=42) is outside the 30x40 image"],
     ),
 }
 
