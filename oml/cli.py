@@ -73,12 +73,12 @@ def add_convert_command(commands: Any) -> None:
 
 def run_convert(args: argparse.Namespace) -> None:
     """Run the converter chosen on the command line and print its summary; bad input exits with its message."""
-    from oml.datasets.converters import CONVERTERS, RawDataError
+    from oml.datasets.converters import CONVERTERS
 
     converter, protocols = CONVERTERS[args.dataset]
     try:
         summary = converter(args.dataset_root, protocol=args.protocol or protocols[0], verbose=not args.quiet)
-    except (RawDataError, ValueError) as e:
+    except (ValueError, OSError) as e:  # RawDataError, a protocol, an unwritable folder: the message, no traceback
         raise SystemExit(f"oml convert {args.dataset}: {e}") from e
     print(summary)
 

@@ -12,7 +12,7 @@ From the shell: ``oml convert {cub,cars,sop,inshop} DATASET_ROOT [--protocol ...
 Pillow (and scipy for Cars) are needed: no Lightning, no Hydra.
 """
 
-from typing import Callable, Dict
+from typing import Dict
 
 from oml.datasets.converters.cars import CARS_PROTOCOLS, convert_cars
 from oml.datasets.converters.common import (
@@ -26,20 +26,13 @@ from oml.datasets.converters.cub import CUB_PROTOCOLS, convert_cub
 from oml.datasets.converters.inshop import INSHOP_PROTOCOLS, convert_inshop
 from oml.datasets.converters.sop import SOP_PROTOCOLS, convert_sop
 
-# name -> (converter, its protocols; the first is its default)
+# name -> (converter, its protocols; the first is its default): what `oml convert` offers
 CONVERTERS: Dict[str, tuple] = {
     "cub": (convert_cub, CUB_PROTOCOLS),
     "cars": (convert_cars, CARS_PROTOCOLS),
     "sop": (convert_sop, SOP_PROTOCOLS),
     "inshop": (convert_inshop, INSHOP_PROTOCOLS),
 }
-
-
-def get_converter(name: str) -> Callable[..., ConversionSummary]:
-    """The converter of a dataset by its short name (``cub``, ``cars``, ``sop``, ``inshop``)."""
-    if name not in CONVERTERS:
-        raise KeyError(f"Unknown dataset {name!r}. Available: {sorted(CONVERTERS)}.")
-    return CONVERTERS[name][0]
 
 
 __all__ = [
@@ -53,5 +46,4 @@ __all__ = [
     "convert_cub",
     "convert_inshop",
     "convert_sop",
-    "get_converter",
 ]

@@ -419,3 +419,13 @@ def test_converters_import_without_lightning_and_hydra() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_oml_convert_defaults_are_the_functions_defaults() -> None:
+    import inspect
+
+    from oml.datasets.converters import CONVERTERS
+
+    for converter, protocols in CONVERTERS.values():
+        assert inspect.signature(converter).parameters["protocol"].default == protocols[0]
+    assert CONVERTERS["cub"][1][0] == CONVERTERS["cars"][1][0] == SHARED_CLASSES  # the zoo's split
