@@ -227,6 +227,18 @@ def rewrite_cars_record(root: Path, index: int, **values: Any) -> None:
     savemat(path, {"annotations": annotations})
 
 
+def drop_cars_field(root: Path, field: str) -> None:
+    from scipy.io import loadmat, savemat
+
+    path = root / "cars_test_annos_withlabels.mat"
+    annotations = loadmat(str(path))["annotations"]
+    kept = [name for name in annotations.dtype.names if name != field]
+    table = np.zeros(annotations.shape, dtype=[(name, "O") for name in kept])
+    for name in kept:
+        table[name] = annotations[name]
+    savemat(path, {"annotations": table})
+
+
 # (builder, converter, how the layout is broken, what the message must say)
 ERROR_CASES: Dict[str, tuple] = {
     "cub-missing-file": (
@@ -318,6 +330,18 @@ ERROR_CASES: Dict[str, tuple] = {
         convert_cars,
         lambda r: rewrite_cars_record(r, 0, bbox_y2=np.array([[90]], dtype=np.uint16)),
         ["cars_train_annos.mat, annotation 1: the box", "is outside the 50x30 image"],
+    ),
+    "cars-missing-field": (
+        make_cars,
+        convert_cars,
+        lambda r: drop_cars_field(r, "class"),
+        ["cars_test_annos_withlabels.mat: the annotations have no fields ['class']"],
+    ),
+    "sop-super-class-in-two-folders": (
+        make_sop,
+        convert_sop,
+        lambda r: edit_line(r / "Ebay_train.txt", 2, "1 1 3 chair_final/100001_0.JPG"),
+        ["Ebay_train.txt, line 2: images of one super_class_id lie in several folders (super_class_id=3)"],
     ),
     "sop-wrong-header": (
         make_sop,
