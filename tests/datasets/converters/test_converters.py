@@ -453,3 +453,13 @@ def test_oml_convert_defaults_are_the_functions_defaults() -> None:
     for converter, protocols in CONVERTERS.values():
         assert inspect.signature(converter).parameters["protocol"].default == protocols[0]
     assert CONVERTERS["cub"][1][0] == CONVERTERS["cars"][1][0] == SHARED_CLASSES  # the zoo's split
+
+
+def test_images_are_checked_by_one_walk_not_one_stat_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = make_sop(tmp_path)
+    calls: List[Path] = []
+    original = Path.stat  # Path.is_file and Path.exists call it too
+    monkeypatch.setattr(Path, "stat", lambda self, *a, **k: calls.append(self) or original(self, *a, **k))
+    convert_sop(tmp_path, verbose=False)
+    # the two list files, the three folders, the written table: a check per image would add 37 more
+    assert len(records) == 37 and len(calls) <= 10, calls
