@@ -301,6 +301,8 @@ def test_recipes_keep_the_published_hyper_parameters(dataset: str) -> None:
     """The files stay the real recipes: only the tests' overrides shrink them."""
     from omegaconf import OmegaConf
 
+    from oml.models.vit_dino.extractor import ViTExtractor
+
     def load(name: str) -> dict:  # as Hydra reads it, interpolations left as they are
         return OmegaConf.to_container(OmegaConf.load(PIPELINES / dataset / name), resolve=False)
 
@@ -310,6 +312,7 @@ def test_recipes_keep_the_published_hyper_parameters(dataset: str) -> None:
     for kind in ("val", "predict"):
         cfg = load(f"{kind}_{dataset}.yaml")
         assert cfg["extractor"]["args"]["weights"] == f"vits16_{dataset}", "validation loads the zoo model by name"
+        assert f"vits16_{dataset}" in ViTExtractor.pretrained_models
         assert cfg["extractor"]["args"]["normalise_features"] == train["extractor"]["args"]["normalise_features"]
         block = cfg["transforms_val" if kind == "val" else "transforms_predict"]
         assert block == train["transforms_val"]
