@@ -47,7 +47,40 @@ def get_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(command, help=help_text, description=f"{help_text} ({function})")
         sub.add_argument("config", type=Path, help="path to the YAML config")
         sub.add_argument("overrides", nargs="*", help="Hydra overrides such as max_epochs=3 or +new_key=1")
+    add_convert_command(commands)
     return parser
+
+
+def add_convert_command(commands: Any) -> None:
+    """``oml convert {cub,cars,sop,inshop} DATASET_ROOT [--protocol P]``: write the oml tables of a benchmark."""
+    from oml.datasets.converters import CONVERTERS, PROTOCOLS
+
+    defaults = ", ".join(f"{name}: {protocols[0]}" for name, (_, protocols) in CONVERTERS.items())
+    sub = commands.add_parser(
+        "convert",
+        help="write the oml tables (df.csv, ...) of CUB, Cars196, SOP or InShop from their published folder",
+        description=(
+            "Convert a benchmark's published folder into the oml tables, written into DATASET_ROOT. Protocols: "
+            + "; ".join(f"{name}: {text}" for name, text in PROTOCOLS.items())
+            + f". Defaults: {defaults}."
+        ),
+    )
+    sub.add_argument("dataset", choices=sorted(CONVERTERS), help="the benchmark")
+    sub.add_argument("dataset_root", type=Path, help="its folder as downloaded (e.g. CUB_200_2011/)")
+    sub.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None, help="the split protocol")
+    sub.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_convert(args: argparse.Namespace) -> None:
+    """Run the converter chosen on the command line and print its summary; bad input exits with its message."""
+    from oml.datasets.converters import CONVERTERS
+
+    converter, protocols = CONVERTERS[args.dataset]
+    try:
+        summary = converter(args.dataset_root, protocol=args.protocol or protocols[0], verbose=not args.quiet)
+    except (ValueError, OSError) as e:  # RawDataError, a protocol, an unwritable folder: the message, no traceback
+        raise SystemExit(f"oml convert {args.dataset}: {e}") from e
+    print(summary)
 
 
 # top-level keys that hold paths: relative ones are meant from where ``oml`` was started
@@ -101,6 +134,8 @@ def run_pipeline(pipeline: Callable, config: Path, overrides: List[str]) -> None
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = get_parser().parse_args(argv)
+    if args.command == "convert":
+        return run_convert(args)
     run_pipeline(get_pipeline(args.command), args.config, args.overrides)
 
 
