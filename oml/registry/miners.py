@@ -49,10 +49,10 @@ def get_miner(name: str, **kwargs: Any) -> Any:
 
     Names ``pml.<ClassName>`` build a pytorch-metric-learning miner wrapped into ``PMLMiner``.
 
-    >>> get_miner("n_hard_triplets", n_positive=2, n_negative=[1, 3]).negative_range
-    (1, 3)
+    >>> get_miner("n_hard_triplets", n_positive=2, n_negative=[2, 5]).negative_range
+    (2, 5)
     >>> get_miner("miner_with_bank", bank_size_in_batches=2, miner={"name": "hard_triplets"}).negative_range
-    (0, 1)
+    (1, 1)
     """
     return _build_miner(name, kwargs, {})
 

@@ -119,12 +119,12 @@ def test_nested_miner_and_runtime_kwargs() -> None:
         "args": {
             "margin": 0.2,
             "need_logs": True,
-            "miner": {"name": "n_hard_triplets", "args": {"n_positive": [1, 3]}},
+            "miner": {"name": "n_hard_triplets", "args": {"n_positive": [2, 3]}},
         },
     }
     criterion = get_criterion_by_cfg(OmegaConf.create(cfg), label2category=LABEL2CATEGORY)  # dropped: not taken
     assert isinstance(criterion, TripletLossWithMiner) and isinstance(criterion.miner, NHardTripletsMiner)
-    assert criterion.miner.positive_range == (1, 3)
+    assert criterion.miner.positive_range == (2, 3)
     # taken by ArcFace
     arcface = get_criterion(
         "arcface", in_features=4, num_classes=4, smoothing_epsilon=0.1, label2category={0: 0, 1: 0, 2: 1, 3: 1}
