@@ -54,8 +54,9 @@ def check_triplets_ids(
             f"the three must have the same length."
         )
     if len(ids_a):
-        all_ids = torch.cat(tensors)
-        low, high, n_same = torch.stack([all_ids.min(), all_ids.max(), (ids_a == ids_p).sum()]).tolist()  # one sync
+        bounds = [bound for t in tensors for bound in torch.aminmax(t)]
+        figures = torch.stack([*bounds, torch.count_nonzero(ids_a == ids_p)]).tolist()  # one sync with the device
+        low, high, n_same = min(figures[0:6:2]), max(figures[1:6:2]), figures[6]
         if low < 0 or high >= batch_size:
             raise RuntimeError(
                 f"{miner_name}._sample returned indices in [{low}, {high}] for a batch of {batch_size} samples."

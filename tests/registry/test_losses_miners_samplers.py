@@ -264,22 +264,15 @@ criterion:
     distance: {name: pml.CosineSimilarity}
 """
 
-PML_NESTED_YAML = """
-criterion:
-  name: pml.TripletMarginLoss
-  args:
-    margin: 0.2
-    distance: {name: pml.CosineSimilarity}
-    reducer: {name: pml.MeanReducer}
-    embedding_regularizer:
-      name: pml.LpRegularizer
-      args: {p: 2}
-    miner:
-      name: pml.TripletMarginMiner
-      args:
-        margin: 0.2
-        type_of_triplets: semihard
-        distance: {name: pml.CosineSimilarity}
+# more nested blocks, added to the arguments of PML_TRIPLET_YAML
+PML_NESTED_ARGS_YAML = """
+reducer: {name: pml.MeanReducer}
+embedding_regularizer:
+  name: pml.LpRegularizer
+  args: {p: 2}
+miner:
+  name: pml.TripletMarginMiner
+  args: {margin: 0.2, type_of_triplets: semihard, distance: {name: pml.CosineSimilarity}}
 """
 
 
@@ -323,7 +316,9 @@ def test_yaml_nested_reducer_regularizer_and_miner_distance() -> None:
     from pytorch_metric_learning.reducers import MeanReducer
     from pytorch_metric_learning.regularizers import LpRegularizer
 
-    criterion = get_criterion_by_cfg(yaml.safe_load(PML_NESTED_YAML)["criterion"])
+    cfg = yaml.safe_load(PML_TRIPLET_YAML)["criterion"]
+    cfg["args"].update(yaml.safe_load(PML_NESTED_ARGS_YAML))
+    criterion = get_criterion_by_cfg(cfg)
     assert isinstance(criterion.loss.distance, CosineSimilarity)
     # with a regularizer PML spreads the given reducer over its parts (its own default is AvgNonZeroReducer)
     assert isinstance(criterion.loss.reducer.reducers["loss"], MeanReducer)
