@@ -19,6 +19,7 @@ from oml.functional.distances import exact_cdist
 from oml.functional.fnmr import calc_fnmr_at_fmr_by_embeddings
 from oml.functional.ordering import topk_stable
 from oml.utils.checks import check_in_range, check_ints
+from oml.utils.misc import reduce_metrics  # noqa: F401  (OML 0.4.4 also exports it here)
 from oml.utils.misc_torch import PCA, elementwise_dist
 
 TMetricsDict = Dict[str, Dict[Union[int, float], Union[float, Tensor]]]
@@ -411,25 +412,6 @@ def calc_retrieval_metrics(
         fnmr = calc_fnmr_at_fmr(pos_dist, neg_dist, fmr_vals)
         metrics["fnmr@fmr"] = dict(zip(fmr_vals, fnmr))
     return metrics
-
-
-def reduce_metrics(metrics_to_reduce: Dict[Any, Any]) -> Dict[Any, Any]:
-    """Recursively replace every tensor by its mean (other values are kept).
-
-    >>> reduce_metrics({"OVERALL": {"cmc": {1: torch.tensor([0.0, 1.0])}}, "x": 2})
-    {'OVERALL': {'cmc': {1: tensor(0.5000)}}, 'x': 2}
-    """
-    output: Dict[Any, Any] = {}
-    for key, value in metrics_to_reduce.items():
-        if isinstance(value, dict):
-            output[key] = reduce_metrics(value)
-        elif isinstance(value, Tensor):
-            output[key] = value.float().mean() if value.numel() else value
-        elif isinstance(value, np.ndarray):  # reduced like tensors, as OML 0.4.4 does
-            output[key] = value.mean() if value.size else value
-        else:
-            output[key] = value
-    return output
 
 
 # --------------------------------------------------------------------------------------------- FNMR@FMR

@@ -2,7 +2,7 @@
 
 import warnings
 from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, List
+from typing import Any, Callable, ContextManager, List, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 
 from oml.ddp.patching import patch_dataloader_to_ddp
 from oml.ddp.utils import get_world_size_safe, is_ddp, is_main_process, sync_dicts_ddp
-from oml.utils.misc_torch import get_device, temporary_setting_model_mode
+from oml.utils.checks import check_int
+from oml.utils.misc_torch import first_occurrences, get_device, temporary_setting_model_mode
 
 TApplyModel = Callable[[nn.Module, Any], Tensor]
 
@@ -27,28 +28,30 @@ def move_to_device(data: Any, device: torch.device) -> Any:
     return data
 
 
-def get_autocast(device: torch.device, use_fp16: bool) -> ContextManager:
-    """Mixed precision that the device supports.
+def get_autocast(device: torch.device, use_fp16: bool, use_bf16_on_cpu: bool = False) -> ContextManager:
+    """The mixed precision context of an inference run.
 
-    ``use_fp16`` means float16 autocast on CUDA and bfloat16 autocast on CPU (CPU autocast has no float16
-    kernels for convolutions; OML always asked for CUDA autocast, which does nothing for a model on the CPU).
-    On other devices (e.g. MPS) the model runs in float32 with a warning.
+    ``use_fp16`` keeps OML 0.4.4's meaning: float16 autocast on CUDA, ignored on the CPU (the model runs
+    in float32). On other devices (e.g. MPS) it is ignored with a warning.
+
+    ``use_bf16_on_cpu`` is the explicit opt-in for low precision on the CPU: bfloat16 autocast (CPU
+    autocast has no float16 convolutions). It is faster on CPUs with bfloat16 units but changes the
+    numbers at the 3rd significant digit, and the result then depends on how the items were batched:
+    the same image embedded in batches of other sizes gets other vectors, distances tie or swap, and
+    re-ranking with a pairwise model can reorder results that a float32 run keeps in order.
     """
-    if not use_fp16:
-        return nullcontext()
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cuda", dtype=torch.float16) if use_fp16 else nullcontext()
     if device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    warnings.warn(f"use_fp16 is not supported on {device.type}: running in float32.", stacklevel=3)
+        return torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16_on_cpu else nullcontext()
+    if use_fp16:
+        warnings.warn(f"use_fp16 is not supported on {device.type}: running in float32.", stacklevel=3)
     return nullcontext()
 
 
-def _check_loader_args(num_workers: Any, batch_size: Any) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}.")
+def check_loader_args(num_workers: Any, batch_size: Any) -> Tuple[int, int]:
+    """``(num_workers, batch_size)`` as python ints, after checking: a non-negative and a positive integer."""
+    return check_int(num_workers, "num_workers", minimum=0), check_int(batch_size, "batch_size")
 
 
 def order_by_ids(outputs: Tensor, ids: Tensor, n: int) -> Tensor:
@@ -59,11 +62,7 @@ def order_by_ids(outputs: Tensor, ids: Tensor, n: int) -> Tensor:
     """
     if len(outputs) != len(ids):
         raise RuntimeError(f"Got {len(outputs)} outputs for {len(ids)} dataset indices.")
-    order = torch.argsort(ids, stable=True)
-    sorted_ids = ids[order]
-    first = torch.ones(len(ids), dtype=torch.bool)
-    first[1:] = sorted_ids[1:] != sorted_ids[:-1]
-    sorted_ids, order = sorted_ids[first], order[first]
+    sorted_ids, order = first_occurrences(ids)
     if len(sorted_ids) != n or not torch.equal(sorted_ids, torch.arange(n)):
         missing = n - int(((sorted_ids >= 0) & (sorted_ids < n)).sum())
         raise RuntimeError(
@@ -73,7 +72,7 @@ def order_by_ids(outputs: Tensor, ids: Tensor, n: int) -> Tensor:
     return outputs[order.to(outputs.device)]
 
 
-def _inference(
+def inference(
     model: nn.Module,
     apply_model: TApplyModel,
     dataset: Dataset,
@@ -82,6 +81,7 @@ def _inference(
     verbose: bool,
     use_fp16: bool,
     accumulate_on_cpu: bool = True,
+    use_bf16_on_cpu: bool = False,
 ) -> Tensor:
     """Run ``apply_model(model, batch)`` over ``dataset`` and return the outputs of all items in dataset order.
 
@@ -96,10 +96,14 @@ def _inference(
         num_workers: DataLoader workers.
         batch_size: items per batch.
         verbose: show a progress bar (on the main process).
-        use_fp16: mixed precision (see ``get_autocast``); the outputs are returned in float32.
+        use_fp16: float16 autocast on CUDA; ignored on the CPU, as in OML (see ``get_autocast``).
         accumulate_on_cpu: move every batch of outputs to the CPU (saves accelerator memory).
+        use_bf16_on_cpu: bfloat16 autocast when the model is on the CPU: faster on some CPUs, but the outputs
+            are no longer reproducible across batch sizes (see ``get_autocast``).
+
+    Floating outputs of a low precision run are returned in float32.
     """
-    _check_loader_args(num_workers, batch_size)
+    num_workers, batch_size = check_loader_args(num_workers, batch_size)
     index_key = getattr(dataset, "index_key", None)
     if index_key is None:
         raise TypeError(f"The dataset {type(dataset).__name__} must have an `index_key` attribute (key of item ids).")
@@ -115,13 +119,14 @@ def _inference(
     outputs: List[Tensor] = []
     ids: List[Tensor] = []
     bar = tqdm(loader, desc=f"Inference on {device}", disable=not (verbose and is_main_process()))
-    with torch.no_grad(), temporary_setting_model_mode(model, set_train=False), get_autocast(device, use_fp16):
+    autocast = get_autocast(device, use_fp16, use_bf16_on_cpu)
+    with torch.no_grad(), temporary_setting_model_mode(model, set_train=False), autocast:
         for batch in bar:
             batch_ids = torch.as_tensor(batch[index_key]).long().cpu()
             out = apply_model(model, move_to_device(batch, device)).detach()
             if len(out) != len(batch_ids):
                 raise RuntimeError(f"apply_model returned {len(out)} outputs for a batch of {len(batch_ids)} items.")
-            if use_fp16 and out.is_floating_point():
+            if isinstance(autocast, torch.autocast) and out.is_floating_point():
                 out = out.float()
             outputs.append(out.cpu() if accumulate_on_cpu else out)
             ids.append(batch_ids)
@@ -135,4 +140,7 @@ def _inference(
     return order_by_ids(torch.cat(outputs), torch.cat(ids), n)
 
 
-__all__ = ["TApplyModel", "move_to_device", "get_autocast", "order_by_ids", "_inference"]
+# OML 0.4.4's name of the shared loop
+_inference = inference
+
+__all__ = ["TApplyModel", "move_to_device", "get_autocast", "check_loader_args", "order_by_ids", "inference"]

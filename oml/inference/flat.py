@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from oml.const import BBOXES_COLUMNS, PATHS_COLUMN, SPLIT_COLUMN, X1_COLUMN, X2_COLUMN, Y1_COLUMN, Y2_COLUMN
 from oml.datasets.list_dataset import ListDataset, TBBox
-from oml.inference.abstract import _inference
+from oml.inference.abstract import inference
 from oml.transforms.images.utils import TTransforms
 from oml.utils.dataframe_format import check_retrieval_dataframe_format
 from oml.utils.images.images import TImReader
@@ -33,6 +33,7 @@ def inference_on_images(
     use_fp16: bool = False,
     accumulate_on_cpu: bool = True,
     bboxes: Optional[Sequence[Optional[TBBox]]] = None,
+    use_bf16_on_cpu: bool = False,
 ) -> Tensor:
     """Outputs ``[N, ...]`` of ``model`` on the images ``paths`` (in their order).
 
@@ -44,9 +45,12 @@ def inference_on_images(
         batch_size: images per batch.
         verbose: show a progress bar.
         f_imread: image reader (default: the one that suits ``transform``).
-        use_fp16: mixed precision: float16 on CUDA, bfloat16 on CPU (``oml.inference.abstract.get_autocast``).
+        use_fp16: float16 autocast on CUDA; ignored on the CPU as in OML, so CPU embeddings are float32 and do not
+            depend on the batch size beyond float32 rounding (``oml.inference.abstract.get_autocast``).
         accumulate_on_cpu: keep the outputs on the CPU.
         bboxes: optional ``(x1, y1, x2, y2)`` box (or None for the whole image) per path (beyond OML 0.4.4).
+        use_bf16_on_cpu: opt in to bfloat16 autocast on the CPU (beyond OML 0.4.4): faster on some CPUs, but
+            the embeddings change at the 3rd digit and depend on the batching.
 
     Under DDP every process embeds its share and gets all the embeddings.
     """
@@ -56,15 +60,8 @@ def inference_on_images(
     def apply(model_: nn.Module, batch: Dict[str, Any]) -> Tensor:
         return model_(batch[key])
 
-    return _inference(
-        model=model,
-        apply_model=apply,
-        dataset=dataset,
-        num_workers=num_workers,
-        batch_size=batch_size,
-        verbose=verbose,
-        use_fp16=use_fp16,
-        accumulate_on_cpu=accumulate_on_cpu,
+    return inference(
+        model, apply, dataset, num_workers, batch_size, verbose, use_fp16, accumulate_on_cpu, use_bf16_on_cpu
     )
 
 
@@ -82,6 +79,7 @@ def embeddings_cache_key(
     paths: Sequence[TPath],
     bboxes: Optional[Sequence[Optional[TBBox]]] = None,
     use_fp16: bool = False,
+    use_bf16_on_cpu: bool = False,
 ) -> str:
     """md5 of everything the embeddings depend on: the model (class and every weight), the transforms (their
     ``repr`` with all parameters), the image paths with their size and modification time, the boxes and the
@@ -91,6 +89,8 @@ def embeddings_cache_key(
     _hash_module(model, digest)
     digest.update(repr(transform).encode())
     digest.update(f"fp16={bool(use_fp16)}".encode())
+    if use_bf16_on_cpu:  # only then, so that the keys of existing caches stay valid
+        digest.update(b"bf16_on_cpu=True")
     for path in paths:
         try:
             stat = os.stat(path)
@@ -143,6 +143,7 @@ def inference_on_dataframe(
     batch_size: int = 128,
     use_fp16: bool = False,
     verbose: bool = True,
+    use_bf16_on_cpu: bool = False,
 ) -> Tuple[Tensor, Tensor, pd.DataFrame, pd.DataFrame]:
     """Embeddings of every row of the table ``dataset_root/dataframe_name`` (boxes are used if present).
 
@@ -156,8 +157,9 @@ def inference_on_dataframe(
             (re)written otherwise. OML 0.4.4 reused any file at this path, even one made by another model.
         num_workers: DataLoader workers.
         batch_size: images per batch.
-        use_fp16: mixed precision (see ``inference_on_images``).
+        use_fp16: float16 on CUDA, ignored on the CPU (see ``inference_on_images``).
         verbose: progress bar and cache messages.
+        use_bf16_on_cpu: bfloat16 on the CPU (see ``inference_on_images``).
 
     Returns:
         ``(embeddings_train, embeddings_val, df_train, df_val)``, the tables with a fresh index.
@@ -171,7 +173,7 @@ def inference_on_dataframe(
     embeddings = None
     key = ""
     if output_cache_path is not None:
-        key = embeddings_cache_key(extractor, transforms, paths, bboxes, use_fp16)
+        key = embeddings_cache_key(extractor, transforms, paths, bboxes, use_fp16, use_bf16_on_cpu)
         embeddings = load_embeddings_cache(output_cache_path, key)
         if verbose:
             state = "loaded from" if embeddings is not None else "not found (or stale) in"
@@ -186,6 +188,7 @@ def inference_on_dataframe(
             verbose=verbose,
             use_fp16=use_fp16,
             bboxes=bboxes,
+            use_bf16_on_cpu=use_bf16_on_cpu,
         )
         if output_cache_path is not None:
             save_embeddings_cache(output_cache_path, key, embeddings)

@@ -10,7 +10,8 @@ from torchvision.ops import MLP
 
 from oml.functional.label_smoothing import label_smoothing
 from oml.functional.losses import check_reduction, get_reduced
-from oml.miners._utils import labels_to_tensor
+from oml.utils.checks import check_int, check_ints
+from oml.utils.misc_torch import labels_to_tensor
 
 
 class ArcFaceLoss(nn.Module):
@@ -50,14 +51,11 @@ class ArcFaceLoss(nn.Module):
         reduction: str = "mean",
     ):
         super().__init__()
-        for value, name in ((in_features, "in_features"), (num_classes, "num_classes")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        self.in_features = check_int(in_features, "in_features")
+        self.num_classes = check_int(num_classes, "num_classes")
         if not 0 <= smoothing_epsilon < 1:
             raise ValueError(f"smoothing_epsilon must be in [0, 1), got {smoothing_epsilon}.")
         check_reduction(reduction)
-        self.in_features = in_features
-        self.num_classes = num_classes
         self.m = m
         self.s = s
         self.smoothing_epsilon = smoothing_epsilon
@@ -137,9 +135,8 @@ class ArcFaceLossWithMLP(nn.Module):
         reduction: str = "mean",
     ):
         super().__init__()
-        if not mlp_features or not all(isinstance(f, int) and f > 0 for f in mlp_features):
-            raise ValueError(f"mlp_features must be a non-empty list of positive ints, got {mlp_features!r}.")
-        self.mlp = MLP(in_features, list(mlp_features))
+        mlp_features = list(check_ints(mlp_features, "mlp_features"))
+        self.mlp = MLP(in_features, mlp_features)
         self.arcface = ArcFaceLoss(mlp_features[-1], num_classes, m, s, smoothing_epsilon, label2category, reduction)
 
     @property

@@ -6,8 +6,8 @@ from typing import Any, Dict, Optional, Tuple
 from torch import Tensor, nn
 
 from oml.interfaces.miners import ITripletsMiner, ITripletsMinerInBatch, TLabels
-from oml.miners._utils import check_features_and_labels, labels_to_tensor
 from oml.miners.pml import PMLMiner, pml_indices_logs
+from oml.utils.misc_torch import check_features_and_labels, labels_to_tensor
 
 
 def _snake_case(name: str) -> str:
@@ -64,8 +64,7 @@ class PMLCriterion(nn.Module):
             return None
         if isinstance(self.pml_miner, PMLMiner):
             return self.pml_miner.mine(features, labels)
-        ids = self.pml_miner._sample(features, labels)
-        return tuple(labels.new_tensor(i) if not isinstance(i, Tensor) else i.to(labels.device) for i in ids)
+        return self.pml_miner.sample_ids(features, labels)
 
     def forward(self, features: Tensor, labels: TLabels) -> Tensor:
         labels = labels_to_tensor(labels, device=features.device)

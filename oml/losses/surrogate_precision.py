@@ -6,8 +6,8 @@ from torch import Tensor, nn
 
 from oml.functional.losses import check_reduction, get_reduced, surrogate_precision
 from oml.interfaces.miners import TLabels
-from oml.miners._utils import check_features_and_labels, labels_to_tensor
-from oml.utils.misc_torch import pairwise_dist
+from oml.utils.checks import check_int
+from oml.utils.misc_torch import check_features_and_labels, labels_to_tensor, pairwise_dist
 
 
 class SurrogatePrecision(nn.Module):
@@ -37,10 +37,8 @@ class SurrogatePrecision(nn.Module):
 
     def __init__(self, k: int, temperature1: float = 1.0, temperature2: float = 0.01, reduction: str = "mean"):
         super().__init__()
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}.")
+        self.k = check_int(k, "k")
         check_reduction(reduction)
-        self.k = k
         self.temperature1 = temperature1
         self.temperature2 = temperature2
         self.reduction = reduction

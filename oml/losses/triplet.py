@@ -8,12 +8,8 @@ from torch import Tensor, nn
 
 from oml.functional.losses import check_reduction, get_reduced
 from oml.interfaces.criterions import ITripletLossWithMiner
-from oml.interfaces.miners import ITripletsMiner, ITripletsMinerInBatch, TLabels, labels2list
-from oml.miners.cross_batch import TripletMinerWithMemory
+from oml.interfaces.miners import ITripletsMiner, ITripletsMinerInBatch, TLabels
 from oml.miners.inbatch_all_tri import AllTripletsMiner
-from oml.miners.inbatch_hard_tri import HardTripletsMiner
-from oml.miners.inbatch_nhard_tri import NHardTripletsMiner
-from oml.miners.pml import PMLMiner
 from oml.utils.misc_torch import elementwise_dist
 
 
@@ -29,15 +25,30 @@ def triplet_losses(d_ap: Tensor, d_an: Tensor, margin: Optional[float]) -> Tenso
     return F.relu(margin + d_ap - d_an)
 
 
-def triplet_logs(losses: Tensor, d_ap: Tensor, d_an: Tensor, postfix: str = "") -> Dict[str, float]:
-    """Share of active (non-zero loss) triplets and the mean positive and negative distances."""
+def triplet_logs(losses: Tensor, d_ap: Tensor, d_an: Tensor) -> Dict[str, float]:
+    """Share of active (non-zero loss) triplets and the mean positive and negative distances (0 without triplets)."""
     if losses.numel() == 0:
-        return {f"active_tri{postfix}": 0.0}
+        return {"active_tri": 0.0, "pos_dist": 0.0, "neg_dist": 0.0}
     return {
-        f"active_tri{postfix}": float((losses.detach() > 0).float().mean()),
-        f"pos_dist{postfix}": float(d_ap.detach().mean()),
-        f"neg_dist{postfix}": float(d_an.detach().mean()),
+        "active_tri": float((losses.detach() > 0).float().mean()),
+        "pos_dist": float(d_ap.detach().mean()),
+        "neg_dist": float(d_an.detach().mean()),
     }
+
+
+def memory_triplet_logs(losses: Tensor, d_ap: Tensor, d_an: Tensor, is_original: Tensor) -> Dict[str, float]:
+    """The logs of :func:`triplet_logs` for the original triplets and for those with a negative from the bank.
+
+    The names are OML 0.4.4's: ``orig_active_tri``, ``bank_active_tri``, ``pos_dist_orig``, ``pos_dist_bank``,
+    ``neg_dist_orig``, ``neg_dist_bank``. Weighted by the sizes of the two parts, they average to the overall logs.
+    """
+    logs: Dict[str, float] = {}
+    for part, mask in (("orig", is_original), ("bank", ~is_original)):
+        values = triplet_logs(losses[mask], d_ap[mask], d_an[mask])
+        logs[f"{part}_active_tri"] = values["active_tri"]
+        logs[f"pos_dist_{part}"] = values["pos_dist"]
+        logs[f"neg_dist_{part}"] = values["neg_dist"]
+    return logs
 
 
 def pairwise_l2(x: Tensor) -> Tensor:
@@ -51,8 +62,6 @@ def pairwise_l2(x: Tensor) -> Tensor:
     return squared.clamp_min(1e-12).sqrt()
 
 
-# in-batch miners whose ``_sample`` takes labels as a tensor (the interface promises a list to the others)
-_TENSOR_LABELS_MINERS = (AllTripletsMiner, HardTripletsMiner, NHardTripletsMiner, PMLMiner)
 # with more triplets than this many per sample, distances come from one distance matrix instead of gathers
 _MATRIX_PATH_RATIO = 8
 
@@ -154,9 +163,12 @@ class TripletLossWithMiner(ITripletLossWithMiner):
     ``3 x T`` gathered feature vectors (``O(T D)``, what OML 0.4.4 did): all the ~444k triplets of a
     32 x 8 batch cost a few GEMMs instead of gigabytes of copies.
 
-    With ``TripletMinerWithMemory`` the logs are also split between the original triplets and the
-    ones with negatives from the memory bank (``*_orig``, ``*_bank``). ``last_logs`` (if
-    ``need_logs``) holds ``active_tri``, ``pos_dist``, ``neg_dist`` and the miner's own ``last_logs``.
+    The miner is called through its public methods only: ``sample_ids`` for in-batch miners
+    (``ITripletsMinerInBatch``), ``sample`` for the others. A miner whose ``sample`` returns a fourth
+    value, ``is_original_tri`` (``TripletMinerWithMemory``), gets the logs split between the original
+    triplets and the ones with negatives from the memory bank, under OML 0.4.4's names (see
+    ``memory_triplet_logs``). ``last_logs`` (if ``need_logs``) holds ``active_tri``, ``pos_dist``,
+    ``neg_dist`` and the miner's own ``last_logs``.
 
     Args:
         margin: the margin, or None for the soft margin.
@@ -198,23 +210,24 @@ class TripletLossWithMiner(ITripletLossWithMiner):
 
     def _distances(self, features: Tensor, labels: TLabels) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
         """Distances anchor-positive and anchor-negative of the mined triplets (and ``is_original`` if any)."""
+        is_original = None
         if isinstance(self.miner, ITripletsMinerInBatch):
-            given = labels if type(self.miner) in _TENSOR_LABELS_MINERS else labels2list(labels)
-            ids = [
-                torch.as_tensor(i, dtype=torch.long, device=features.device)
-                for i in self.miner._sample(features, given)
-            ]
-            if len(ids[0]) > _MATRIX_PATH_RATIO * len(features):
+            ids_a, ids_p, ids_n = self.miner.sample_ids(features, labels)
+            if len(ids_a) > _MATRIX_PATH_RATIO * len(features):
                 flat = pairwise_l2(features).reshape(-1)  # 1d index_select: faster than 2d indexing (and its backward)
-                rows = ids[0] * len(features)
-                return flat.index_select(0, rows + ids[1]), flat.index_select(0, rows + ids[2]), None
-            anchor, positive, negative = features[ids[0]], features[ids[1]], features[ids[2]]
-            is_original = None
-        elif isinstance(self.miner, TripletMinerWithMemory):
-            anchor, positive, negative, is_original = self.miner.sample(features, labels)
+                rows = ids_a * len(features)
+                return flat.index_select(0, rows + ids_p), flat.index_select(0, rows + ids_n), None
+            anchor, positive, negative = features[ids_a], features[ids_p], features[ids_n]
         else:
-            anchor, positive, negative = self.miner.sample(features, labels)
-            is_original = None
+            mined = self.miner.sample(features, labels)
+            anchor, positive, negative = mined[:3]
+            if len(mined) == 4:
+                is_original = torch.as_tensor(mined[3], dtype=torch.bool, device=features.device)
+                if is_original.shape != (len(anchor),):
+                    raise RuntimeError(
+                        f"{type(self.miner).__name__}.sample returned is_original_tri of shape "
+                        f"{tuple(is_original.shape)} for {len(anchor)} triplets."
+                    )
         return elementwise_dist(anchor, positive, p=2), elementwise_dist(anchor, negative, p=2), is_original
 
     def forward(self, features: Tensor, labels: TLabels) -> Tensor:
@@ -223,9 +236,7 @@ class TripletLossWithMiner(ITripletLossWithMiner):
         if self.need_logs:
             logs = triplet_logs(losses, d_ap, d_an)
             if is_original is not None:
-                logs.update(triplet_logs(losses[is_original], d_ap[is_original], d_an[is_original], "_orig"))
-                bank = ~is_original
-                logs.update(triplet_logs(losses[bank], d_ap[bank], d_an[bank], "_bank"))
+                logs.update(memory_triplet_logs(losses, d_ap, d_an, is_original))
             logs.update(getattr(self.miner, "last_logs", None) or {})
             self.last_logs = logs
         return _reduce(losses, self.reduction, features)
@@ -237,5 +248,7 @@ __all__ = [
     "TripletLossWithMiner",
     "get_tri_ids_in_plain",
     "triplet_losses",
+    "triplet_logs",
+    "memory_triplet_logs",
     "pairwise_l2",
 ]

@@ -1,45 +1,12 @@
-"""Tensor helpers shared by the miners: labels as tensors, distance matrices for mining, masks."""
+"""Tensor helpers shared by the miners: distance matrices for mining, masks, hardness ranks, a memory bank."""
 
 import inspect
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from oml.interfaces.miners import TLabels
-
-
-def labels_to_tensor(
-    labels: TLabels, device: Union[str, torch.device, None] = None, allow_non_integer: bool = True
-) -> Tensor:
-    """Labels (a list, an array or a tensor of ints, or any list of hashable values) as a 1d ``LongTensor``.
-
-    Non-integer labels (e.g. strings) are replaced by their index among the sorted distinct values of
-    this call (so only where labels are compared inside one batch; ``allow_non_integer=False`` raises).
-    """
-    if isinstance(labels, Tensor):
-        tensor = labels.detach().reshape(-1)
-        if tensor.is_floating_point() and not torch.equal(tensor, tensor.round()):
-            raise TypeError("labels must be integers, got a tensor with non-integer values.")
-        return tensor.long().to(device) if device is not None else tensor.long()
-    array = np.asarray(labels).reshape(-1)
-    if not np.issubdtype(array.dtype, np.integer):
-        if np.issubdtype(array.dtype, np.floating) and np.array_equal(array, np.round(array)):
-            array = array.astype(np.int64)
-        elif allow_non_integer:
-            array = np.unique(array, return_inverse=True)[1].reshape(-1)
-        else:
-            raise TypeError(f"labels must be integers here, got values of type {array.dtype}.")
-    return torch.as_tensor(array.astype(np.int64), device=device)
-
-
-def check_features_and_labels(features: Tensor, labels: Tensor) -> None:
-    """Raise ``ValueError`` unless ``features`` is ``[B, D]`` and there is one label per row."""
-    if features.ndim != 2:
-        raise ValueError(f"features must be a matrix [batch_size, dim], got shape {tuple(features.shape)}.")
-    if labels.shape[0] != features.shape[0]:
-        raise ValueError(f"Got {features.shape[0]} feature vectors but {labels.shape[0]} labels.")
+from oml.utils.checks import InvalidArgumentError, check_int, is_int
 
 
 @torch.no_grad()
@@ -74,6 +41,15 @@ def same_label_masks(labels_a: Tensor, labels_c: Tensor, self_ids: Optional[Tens
     return pos, neg
 
 
+@torch.no_grad()
+def batch_distances_and_masks(features: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Mining distances ``[B, B]`` of a batch, its positive masks (the sample itself excluded) and negative masks."""
+    dist = mining_distances(features)
+    ids = torch.arange(len(labels), device=features.device)
+    pos_mask, neg_mask = same_label_masks(labels, labels, self_ids=ids)
+    return dist, pos_mask, neg_mask
+
+
 def n_hard_triplets(
     dist: Tensor,
     pos_mask: Tensor,
@@ -83,7 +59,8 @@ def n_hard_triplets(
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """For every anchor (row), the positives ranked ``pos_range`` and negatives ranked ``neg_range`` by hardness.
 
-    Hardness rank 0 is the hardest: the farthest positive, the nearest negative. Every selected positive
+    Ranks are 1-based and both ends are included, as in OML 0.4.4: rank 1 is the hardest (the farthest
+    positive, the nearest negative), ``(2, 5)`` means the 2nd to the 5th hardest. Every selected positive
     is combined with every selected negative of the same anchor. Anchors with fewer candidates use the
     ones they have; anchors without a positive or a negative in range give no triplets.
 
@@ -91,7 +68,7 @@ def n_hard_triplets(
         dist: ``[A, C]`` distances from anchors to candidates.
         pos_mask: ``[A, C]`` valid positives.
         neg_mask: ``[A, C]`` valid negatives.
-        pos_range: ``(min, max)`` hardness ranks of the positives, ``max`` excluded.
+        pos_range: ``(first, last)`` hardness ranks of the positives (see :func:`check_range`).
         neg_range: the same for the negatives.
 
     Returns:
@@ -102,38 +79,39 @@ def n_hard_triplets(
     inf = torch.tensor(float("inf"), dtype=dist.dtype, device=dist.device)
     val_p, idx_p = torch.topk(torch.where(pos_mask, dist, -inf), k=k_pos, dim=1, largest=True)
     val_n, idx_n = torch.topk(torch.where(neg_mask, dist, inf), k=k_neg, dim=1, largest=False)
-    val_p, idx_p = val_p[:, pos_range[0] :], idx_p[:, pos_range[0] :]
-    val_n, idx_n = val_n[:, neg_range[0] :], idx_n[:, neg_range[0] :]
+    skip_p, skip_n = pos_range[0] - 1, neg_range[0] - 1
+    val_p, idx_p = val_p[:, skip_p:], idx_p[:, skip_p:]
+    val_n, idx_n = val_n[:, skip_n:], idx_n[:, skip_n:]
     valid = torch.isfinite(val_p).unsqueeze(2) & torch.isfinite(val_n).unsqueeze(1)
     ids_a, slot_p, slot_n = valid.nonzero(as_tuple=True)
     return ids_a, idx_p[ids_a, slot_p], idx_n[ids_a, slot_n]
 
 
-def check_range(value: Union[int, Tuple[int, int]], name: str) -> Tuple[int, int]:
-    """``n`` -> ``(0, n)``; ``(min, max)`` is checked (``0 <= min < max``) and returned as a tuple."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a (min, max) pair, got {value!r}.")
-    if isinstance(value, (int, np.integer)):
-        if value < 1:
-            raise ValueError(f"{name} must be positive, got {value}.")
-        return 0, int(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (int, np.integer)) for v in value):
-        low, high = int(value[0]), int(value[1])
-        if not 0 <= low < high:
-            raise ValueError(f"{name} as a range (min, max) needs 0 <= min < max, got {tuple(value)}.")
-        return low, high
-    raise TypeError(f"{name} must be an int or a (min, max) pair of ints, got {value!r}.")
+def check_range(value: Any, name: str) -> Tuple[int, int]:
+    """Hardness ranks as OML 0.4.4 reads them: ``n`` -> ``(1, n)``, the n hardest; ``(first, last)``, 1-based and
+    inclusive (``(2, 5)``: from the 2nd hardest to the 5th one), checked and returned as a tuple.
+
+    >>> check_range(3, "n_negative"), check_range([2, 5], "n_negative")
+    ((1, 3), (2, 5))
+    """
+    if is_int(value):
+        return 1, check_int(value, name)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(is_int(v) for v in value):
+        first, last = int(value[0]), int(value[1])
+        if not 1 <= first <= last:
+            raise InvalidArgumentError(
+                f"{name} as a range (first, last) of hardness ranks needs 1 <= first <= last (1 is the hardest, "
+                f"both ends included), got {tuple(value)}."
+            )
+        return first, last
+    raise InvalidArgumentError(f"{name} must be a positive integer or a (first, last) pair of them, got {value!r}.")
 
 
 class RingBank:
     """A fixed-size memory of detached features and their labels, overwritten oldest first."""
 
     def __init__(self, size_in_batches: int):
-        if isinstance(size_in_batches, bool) or not isinstance(size_in_batches, (int, np.integer)):
-            raise TypeError(f"bank_size_in_batches must be an integer, got {size_in_batches!r}.")
-        if size_in_batches < 1:
-            raise ValueError(f"bank_size_in_batches must be positive, got {size_in_batches}.")
-        self.size_in_batches = int(size_in_batches)
+        self.size_in_batches = check_int(size_in_batches, "bank_size_in_batches")
         self.features: Optional[Tensor] = None
         self.labels: Optional[Tensor] = None
         self.ptr = 0
@@ -186,10 +164,9 @@ class ReprMixin:
 
 
 __all__ = [
-    "labels_to_tensor",
-    "check_features_and_labels",
     "mining_distances",
     "same_label_masks",
+    "batch_distances_and_masks",
     "n_hard_triplets",
     "check_range",
     "RingBank",

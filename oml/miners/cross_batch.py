@@ -6,8 +6,10 @@ import torch
 from torch import Tensor
 
 from oml.interfaces.miners import ITripletsMiner, TLabels
-from oml.miners._utils import ReprMixin, RingBank, TLogs, check_features_and_labels, labels_to_tensor
+from oml.miners._utils import ReprMixin, RingBank, TLogs
 from oml.miners.inbatch_all_tri import get_available_triplets
+from oml.utils.checks import check_int
+from oml.utils.misc_torch import check_features_and_labels, labels_to_tensor
 
 
 class TripletMinerWithMemory(ReprMixin, ITripletsMiner):
@@ -35,11 +37,9 @@ class TripletMinerWithMemory(ReprMixin, ITripletsMiner):
     """
 
     def __init__(self, bank_size_in_batches: int, tri_expand_k: int):
-        if isinstance(tri_expand_k, bool) or not isinstance(tri_expand_k, int) or tri_expand_k < 1:
-            raise ValueError(f"tri_expand_k must be an integer >= 1, got {tri_expand_k!r}.")
+        self.tri_expand_k = check_int(tri_expand_k, "tri_expand_k")
         self.bank = RingBank(bank_size_in_batches)
         self.bank_size_in_batches = self.bank.size_in_batches
-        self.tri_expand_k = tri_expand_k
         self.last_logs: TLogs = {}
 
     @property

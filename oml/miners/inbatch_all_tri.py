@@ -6,8 +6,10 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from oml.interfaces.miners import ITripletsMinerInBatch, TLabels, TTriplets
-from oml.miners._utils import ReprMixin, TLogs, check_features_and_labels, labels_to_tensor
+from oml.interfaces.miners import ITripletsMinerInBatch, TLabels
+from oml.miners._utils import ReprMixin, TLogs
+from oml.utils.checks import check_int
+from oml.utils.misc_torch import labels_to_tensor
 
 TIds = Tuple[Tensor, Tensor, Tensor]
 
@@ -55,8 +57,7 @@ def get_available_triplets(
     >>> get_available_triplets([0, 0, 1])
     (tensor([0, 1]), tensor([1, 0]), tensor([2, 2]))
     """
-    if max_out_triplets < 0:
-        raise ValueError(f"max_out_triplets must be non-negative, got {max_out_triplets}.")
+    max_out_triplets = check_int(max_out_triplets, "max_out_triplets", minimum=0)
     labels = labels_to_tensor(labels, device=device)
     n = len(labels)
     same = labels.unsqueeze(1) == labels.unsqueeze(0)
@@ -124,20 +125,12 @@ class AllTripletsMiner(ReprMixin, ITripletsMinerInBatch):
     """
 
     def __init__(self, max_output_triplets: int = sys.maxsize, device: Optional[str] = "cpu"):
-        if max_output_triplets < 1:
-            raise ValueError(f"max_output_triplets must be positive, got {max_output_triplets}.")
-        self.max_output_triplets = max_output_triplets
+        self.max_output_triplets = check_int(max_output_triplets, "max_output_triplets")
         self.device = device
         self.last_logs: TLogs = {}
 
-    def _sample(self, features: Tensor, labels: TLabels) -> TIds:  # type: ignore[override]
-        labels = labels_to_tensor(labels, device=features.device)
-        check_features_and_labels(features, labels)
+    def _sample(self, features: Tensor, labels: Tensor) -> TIds:
         return get_available_triplets(labels, self.max_output_triplets, device=features.device)
-
-    def sample(self, features: Tensor, labels: TLabels) -> TTriplets:
-        ids_a, ids_p, ids_n = self._sample(features, labels)
-        return features[ids_a], features[ids_p], features[ids_n]
 
 
 __all__ = ["AllTripletsMiner", "get_available_triplets", "get_available_triplets_naive"]

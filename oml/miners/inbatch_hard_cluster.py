@@ -4,7 +4,8 @@ import torch
 from torch import Tensor
 
 from oml.interfaces.miners import ITripletsMiner, TLabels, TTriplets
-from oml.miners._utils import ReprMixin, TLogs, check_features_and_labels, labels_to_tensor, mining_distances
+from oml.miners._utils import ReprMixin, TLogs, mining_distances
+from oml.utils.misc_torch import check_features_and_labels, labels_to_tensor
 
 
 class HardClusterMiner(ReprMixin, ITripletsMiner):

@@ -6,18 +6,10 @@ import torch
 from torch import Tensor
 
 from oml.interfaces.miners import ITripletsMiner, TLabels, TTriplets
-from oml.miners._utils import (
-    ReprMixin,
-    RingBank,
-    TLogs,
-    check_features_and_labels,
-    labels_to_tensor,
-    mining_distances,
-    n_hard_triplets,
-    same_label_masks,
-)
+from oml.miners._utils import ReprMixin, RingBank, TLogs, mining_distances, n_hard_triplets, same_label_masks
 from oml.miners.inbatch_hard_tri import HardTripletsMiner
 from oml.miners.inbatch_nhard_tri import NHardTripletsMiner
+from oml.utils.misc_torch import check_features_and_labels, labels_to_tensor
 
 
 class MinerWithBank(ReprMixin, ITripletsMiner):
@@ -25,13 +17,17 @@ class MinerWithBank(ReprMixin, ITripletsMiner):
 
     The bank keeps the detached features and labels of the last ``bank_size_in_batches`` batches.
     Hardness ranks follow ``miner`` (an ``NHardTripletsMiner``, or ``HardTripletsMiner`` = ranks
-    ``(0, 1)``), over the candidates "batch + bank". Gradients flow through the batch samples only.
+    ``(1, 1)``), over the candidates "batch + bank". Gradients flow through the batch samples only.
     The bank is updated with the batch after mining. Labels must be integers.
+
+    ``last_logs`` (if ``need_logs``) has OML 0.4.4's keys: ``positives_from_bank``,
+    ``positives_from_batch``, ``negatives_from_bank`` and ``negatives_from_batch``, the shares of the
+    mined positives / negatives taken from each (0 when nothing was mined).
 
     Args:
         bank_size_in_batches: the bank holds this many batches (of the size of the first batch).
         miner: defines how many hardest positives and negatives are taken per anchor.
-        need_logs: store in ``last_logs`` the share of positives / negatives taken from the bank.
+        need_logs: fill ``last_logs``.
 
     >>> miner = MinerWithBank(bank_size_in_batches=2, miner=NHardTripletsMiner(1, 2))
     >>> anchor, positive, negative = miner.sample(torch.randn(6, 4), torch.tensor([0, 0, 1, 1, 2, 2]))
@@ -47,7 +43,7 @@ class MinerWithBank(ReprMixin, ITripletsMiner):
     ):
         miner = NHardTripletsMiner() if miner is None else miner
         if isinstance(miner, HardTripletsMiner):
-            self.positive_range, self.negative_range = (0, 1), (0, 1)
+            self.positive_range, self.negative_range = (1, 1), (1, 1)
         elif isinstance(miner, NHardTripletsMiner):
             self.positive_range, self.negative_range = miner.positive_range, miner.negative_range
         else:
@@ -75,11 +71,11 @@ class MinerWithBank(ReprMixin, ITripletsMiner):
             pos_mask, neg_mask = same_label_masks(labels, candidate_labels, self_ids=ids)
             ids_a, ids_p, ids_n = n_hard_triplets(dist, pos_mask, neg_mask, self.positive_range, self.negative_range)
         if self.need_logs:
-            self.last_logs = {
-                "n_triplets": float(len(ids_a)),
-                "pos_from_bank": float((ids_p >= batch_size).float().mean()) if len(ids_a) else 0.0,
-                "neg_from_bank": float((ids_n >= batch_size).float().mean()) if len(ids_a) else 0.0,
-            }
+            self.last_logs = {}
+            for name, chosen in (("positives", ids_p), ("negatives", ids_n)):
+                in_bank = (chosen >= batch_size).float()
+                self.last_logs[f"{name}_from_bank"] = float(in_bank.mean()) if len(chosen) else 0.0
+                self.last_logs[f"{name}_from_batch"] = float(1.0 - in_bank.mean()) if len(chosen) else 0.0
         self.bank.update(features, labels)
         return features[ids_a], candidates[ids_p], candidates[ids_n]
 

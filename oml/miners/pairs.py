@@ -6,8 +6,9 @@ import torch
 from torch import Tensor
 
 from oml.interfaces.miners import TLabels
-from oml.miners._utils import ReprMixin, TLogs, check_features_and_labels, labels_to_tensor
+from oml.miners._utils import ReprMixin, TLogs
 from oml.miners.inbatch_hard_tri import HardTripletsMiner
+from oml.utils.misc_torch import check_features_and_labels, labels_to_tensor
 
 
 class PairsMiner(ReprMixin):
@@ -48,7 +49,7 @@ class PairsMiner(ReprMixin):
         check_features_and_labels(features, labels)
         n = len(labels)
         if self.hard_mining:
-            ids_a, ids_p, ids_n = self.miner._sample(features, labels)
+            ids_a, ids_p, ids_n = self.miner.sample_ids(features, labels)
             pos_1, pos_2 = self._unique_pairs(ids_a, ids_p, n)
             neg_1, neg_2 = self._unique_pairs(ids_a, ids_n, n)
         else:

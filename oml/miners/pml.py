@@ -5,8 +5,9 @@ from typing import Any, Tuple
 import torch
 from torch import Tensor
 
-from oml.interfaces.miners import ITripletsMinerInBatch, TLabels, TTriplets
-from oml.miners._utils import TLogs, check_features_and_labels, labels_to_tensor
+from oml.interfaces.miners import ITripletsMinerInBatch, TLabels
+from oml.miners._utils import TLogs
+from oml.utils.misc_torch import check_features_and_labels, labels_to_tensor
 
 
 def pml_indices_to_triplets(indices: Tuple[Tensor, ...]) -> Tuple[Tensor, Tensor, Tensor]:
@@ -31,11 +32,11 @@ def pml_indices_logs(indices: Tuple[Tensor, ...]) -> TLogs:
 class PMLMiner(ITripletsMinerInBatch):
     """Wraps a PML miner (e.g. ``MultiSimilarityMiner()``, ``BatchHardMiner()``) into the OML miner interface.
 
-    ``mine`` returns PML's raw indices (pairs or triplets, as a PML loss expects them); ``sample``
-    returns triplets of features, so the wrapper plugs into ``TripletLossWithMiner`` too (pairs are
-    combined into triplets sharing the anchor). ``last_logs`` holds the size of the last mined set.
-    Needs ``pytorch-metric-learning`` (``pip install "oml[pml]"``); the registries build it from
-    names like ``pml.MultiSimilarityMiner``.
+    ``mine`` returns PML's raw indices (pairs or triplets, as a PML loss expects them); ``sample_ids``
+    and ``sample`` return (checked) triplets of indices and of features, so the wrapper plugs into
+    ``TripletLossWithMiner`` too (pairs are combined into triplets sharing the anchor). ``last_logs``
+    holds the size of the last mined set. Needs ``pytorch-metric-learning`` (``pip install "oml[pml]"``);
+    the registries build it from names like ``pml.MultiSimilarityMiner``.
 
     Args:
         miner: an instance of a PML miner (a ``pytorch_metric_learning.miners.BaseMiner``).
@@ -59,12 +60,8 @@ class PMLMiner(ITripletsMinerInBatch):
         self.last_logs = pml_indices_logs(indices)
         return indices
 
-    def _sample(self, features: Tensor, labels: TLabels) -> Tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+    def _sample(self, features: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         return pml_indices_to_triplets(self.mine(features, labels))
-
-    def sample(self, features: Tensor, labels: TLabels) -> TTriplets:
-        ids_a, ids_p, ids_n = self._sample(features, labels)
-        return features[ids_a], features[ids_p], features[ids_n]
 
     def __repr__(self) -> str:
         return f"PMLMiner({self.miner!r})"

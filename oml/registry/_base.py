@@ -119,6 +119,38 @@ def build(
     return constructor(**kwargs)
 
 
+def build_from_registry(
+    registry: Mapping[str, Callable[..., Any]],
+    kind: str,
+    name: Any,
+    args: Mapping[str, Any],
+    runtime_kwargs: Optional[Mapping[str, Any]] = None,
+) -> Any:
+    """``build`` the constructor registered as ``name`` (an unknown name raises ``RegistryKeyError``)."""
+    check_in_registry(name, registry, kind)
+    return build(registry[name], kind, name, args, runtime_kwargs)
+
+
+def build_by_cfg_for(
+    registry: Mapping[str, Callable[..., Any]],
+    kind: str,
+    cfg: Any,
+    target_key: str,
+    target: Any,
+    kwargs_runtime: Dict[str, Any],
+) -> Any:
+    """Build a ``{name, args}`` config of ``registry`` for a target it needs (an optimizer's ``params``, a scheduler's
+    ``optimizer``), given explicitly or among ``kwargs_runtime``; the other runtime kwargs go to constructors that
+    name them.
+    """
+    name, args = parse_cfg(cfg, kind)
+    if target is None:
+        target = kwargs_runtime.pop(target_key, None)
+    if target is None:
+        raise ValueError(f"{kind.capitalize()} {name!r} needs {target_key!r}.")
+    return build_from_registry(registry, kind, name, {**args, target_key: target}, kwargs_runtime)
+
+
 class LazyNamespace:
     """Classes of an optional package, resolved by prefixed names (e.g. ``pml.TripletMarginLoss``) on first use.
 
@@ -179,5 +211,7 @@ __all__ = [
     "parse_cfg",
     "accepted_runtime_kwargs",
     "build",
+    "build_from_registry",
+    "build_by_cfg_for",
     "LazyNamespace",
 ]

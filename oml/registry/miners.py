@@ -12,6 +12,7 @@ from oml.miners.inbatch_nhard_tri import NHardTripletsMiner
 from oml.miners.miner_with_bank import MinerWithBank
 from oml.miners.pml import PMLMiner
 from oml.registry._base import LazyNamespace, build, check_in_registry, is_cfg, parse_cfg
+from oml.registry.pml import build_pml_arguments
 
 MINERS_REGISTRY: Dict[str, Type[ITripletsMiner]] = {
     "all_triplets": AllTripletsMiner,
@@ -39,7 +40,8 @@ def _build_miner(name: str, args: Dict[str, Any], runtime: Dict[str, Any]) -> An
     if is_cfg(args.get("miner")):
         args["miner"] = get_miner_by_cfg(args["miner"])
     if PML_MINERS.owns(name):
-        return PMLMiner(build(PML_MINERS.resolve(name, "miner"), "miner", name, args, runtime))
+        constructor = PML_MINERS.resolve(name, "miner")
+        return PMLMiner(build(constructor, "miner", name, build_pml_arguments(args, name), runtime))
     check_in_registry(name, MINERS_REGISTRY, "miner", extra=[PML_MINERS.hint()])
     return build(MINERS_REGISTRY[name], "miner", name, args, runtime)
 
@@ -47,12 +49,13 @@ def _build_miner(name: str, args: Dict[str, Any], runtime: Dict[str, Any]) -> An
 def get_miner(name: str, **kwargs: Any) -> Any:
     """Build the miner registered as ``name``; a nested ``miner`` may be given as a ``{name, args}`` config.
 
-    Names ``pml.<ClassName>`` build a pytorch-metric-learning miner wrapped into ``PMLMiner``.
+    Names ``pml.<ClassName>`` build a pytorch-metric-learning miner wrapped into ``PMLMiner``; its
+    distance may be a nested ``{name, args}`` block (``distance={"name": "pml.CosineSimilarity"}``).
 
-    >>> get_miner("n_hard_triplets", n_positive=2, n_negative=[1, 3]).negative_range
-    (1, 3)
+    >>> get_miner("n_hard_triplets", n_positive=2, n_negative=[2, 5]).negative_range
+    (2, 5)
     >>> get_miner("miner_with_bank", bank_size_in_batches=2, miner={"name": "hard_triplets"}).negative_range
-    (0, 1)
+    (1, 1)
     """
     return _build_miner(name, kwargs, {})
 

@@ -3,7 +3,7 @@
 from typing import Any, Dict, Type
 
 from oml.interfaces.samplers import IBatchSampler
-from oml.registry._base import build, check_in_registry, parse_cfg
+from oml.registry._base import build_from_registry, check_in_registry, parse_cfg
 from oml.samplers.balance import BalanceSampler
 from oml.samplers.category_balance import CategoryBalanceSampler
 from oml.samplers.distinct_category_balance import DistinctCategoryBalanceSampler
@@ -26,8 +26,7 @@ def get_sampler(name: str, **kwargs: Any) -> IBatchSampler:
     4
     """
     runtime = {key: kwargs.pop(key) for key in RUNTIME_KWARGS if key in kwargs}
-    check_in_registry(name, SAMPLERS_REGISTRY, "sampler")
-    return build(SAMPLERS_REGISTRY[name], "sampler", name, kwargs, runtime)
+    return build_from_registry(SAMPLERS_REGISTRY, "sampler", name, kwargs, runtime)
 
 
 def get_sampler_by_cfg(cfg: Any, **kwargs_runtime: Any) -> IBatchSampler:
@@ -38,7 +37,7 @@ def get_sampler_by_cfg(cfg: Any, **kwargs_runtime: Any) -> IBatchSampler:
         raise ValueError(
             f"Sampler {name!r} balances categories, so it needs label2category (the dataset has no 'category' column?)."
         )
-    return build(SAMPLERS_REGISTRY[name], "sampler", name, args, kwargs_runtime)
+    return build_from_registry(SAMPLERS_REGISTRY, "sampler", name, args, kwargs_runtime)
 
 
 __all__ = ["SAMPLERS_CATEGORIES_BASED", "SAMPLERS_REGISTRY", "RUNTIME_KWARGS", "get_sampler", "get_sampler_by_cfg"]

@@ -6,7 +6,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from torch.optim import Optimizer, lr_scheduler
 
-from oml.registry._base import build, check_in_registry, parse_cfg
+from oml.registry._base import build_by_cfg_for, build_from_registry
 
 TLambda = Union[str, Callable[[int], float]]
 
@@ -135,19 +135,12 @@ def get_scheduler(name: str, optimizer: Optimizer, **kwargs: Any) -> Any:
     >>> get_scheduler("multi_step", optimizer=opt, milestones=[1, 2], gamma=0.1).get_last_lr()
     [1.0]
     """
-    check_in_registry(name, SCHEDULERS_REGISTRY, "scheduler")
-    return build(SCHEDULERS_REGISTRY[name], "scheduler", name, {**kwargs, "optimizer": optimizer})
+    return build_from_registry(SCHEDULERS_REGISTRY, "scheduler", name, {**kwargs, "optimizer": optimizer})
 
 
 def get_scheduler_by_cfg(cfg: Any, optimizer: Optional[Optimizer] = None, **kwargs_runtime: Any) -> Any:
     """Build a scheduler from ``{"name": ..., "args": {...}}`` for ``optimizer``."""
-    name, args = parse_cfg(cfg, "scheduler")
-    if optimizer is None:
-        optimizer = kwargs_runtime.pop("optimizer", None)
-    if optimizer is None:
-        raise ValueError(f"Scheduler {name!r} needs the optimizer it schedules.")
-    check_in_registry(name, SCHEDULERS_REGISTRY, "scheduler")
-    return build(SCHEDULERS_REGISTRY[name], "scheduler", name, {**args, "optimizer": optimizer}, kwargs_runtime)
+    return build_by_cfg_for(SCHEDULERS_REGISTRY, "scheduler", cfg, "optimizer", optimizer, kwargs_runtime)
 
 
 __all__ = [

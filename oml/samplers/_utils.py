@@ -1,10 +1,12 @@
 """Vectorised helpers shared by the batch samplers (grouping of indices, sampling of subsets)."""
 
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from abc import abstractmethod
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from oml.interfaces.samplers import IBatchSampler
 from oml.utils.checks import check_int
 
 TLabelsInput = Union[Sequence[Any], np.ndarray, torch.Tensor]
@@ -114,8 +116,13 @@ def make_rng(seed: Optional[int], epoch: int) -> np.random.Generator:
     return np.random.default_rng(np.random.randint(0, 2**31 - 1, size=4))
 
 
-class EpochMixin:
-    """``set_epoch(epoch)`` as in ``DistributedSampler``; ``__iter__`` moves to the next epoch by itself."""
+class EpochBatchSampler(IBatchSampler):
+    """A batch sampler that draws a whole epoch at once with its own generator.
+
+    ``sample_epoch`` returns the batches of one epoch as an array ``[len(self), batch_size]``;
+    ``__iter__`` yields them as lists and moves to the next epoch by itself; ``set_epoch(epoch)`` works
+    as in ``DistributedSampler``.
+    """
 
     seed: Optional[int]
     epoch: int = 0
@@ -129,10 +136,66 @@ class EpochMixin:
         self.epoch += 1
         return rng
 
+    @abstractmethod
+    def sample_epoch(self) -> np.ndarray:
+        """All batches of one epoch as an array ``[len(self), batch_size]`` of sample indices."""
+        raise NotImplementedError
 
-def check_positive_int(value: Any, name: str, minimum: int = 1) -> None:
-    """Raise ``InvalidArgumentError`` (a ``TypeError`` and a ``ValueError``) unless ``value`` is an int >= minimum."""
-    check_int(value, name, minimum=minimum)
+    def __iter__(self) -> Iterator[List[int]]:
+        for batch in self.sample_epoch():
+            yield batch.tolist()
+
+
+class CategoryBatchSampler(EpochBatchSampler):
+    """The set-up shared by the samplers of ``n_categories`` x ``n_labels`` x ``n_instances`` batches."""
+
+    n_categories: int
+    n_labels: int
+    n_instances: int
+
+    def _set_up(
+        self,
+        labels: TLabelsInput,
+        label2category: Dict[Any, Any],
+        sizes: Tuple[Any, Any, Any],
+        seed: Optional[int],
+        too_few_labels_advice: Optional[str],
+    ) -> None:
+        """Check the arguments, group the samples by label and the labels by category.
+
+        Args:
+            sizes: ``(n_categories, n_labels, n_instances)``, checked to be positive integers.
+            too_few_labels_advice: None skips the check that every category has ``n_labels`` labels;
+                otherwise it ends the error message of that check.
+        """
+        n_categories, n_labels, n_instances = (
+            check_int(value, name) for value, name in zip(sizes, ("n_categories", "n_labels", "n_instances"))
+        )
+        groups = Groups(labels_to_array(labels))
+        check_enough_instances(groups, minimum=2)
+        _, categories = group_labels_by_category(groups.values, label2category)
+        if n_categories > len(categories):
+            raise ValueError(
+                f"n_categories={n_categories} is larger than the number of categories in the dataset "
+                f"({len(categories)})."
+            )
+        if too_few_labels_advice is not None:
+            small = categories.counts < n_labels
+            if small.any():
+                raise ValueError(
+                    f"Category {categories.values[small][0].item()!r} has only {int(categories.counts[small][0])} "
+                    f"label(s), fewer than n_labels={n_labels} ({int(small.sum())} category(ies) are too small); "
+                    f"{too_few_labels_advice}."
+                )
+        self._groups, self._categories = groups, categories
+        self.n_categories, self.n_labels, self.n_instances = n_categories, n_labels, n_instances
+        self.seed = seed
+        self.epoch = 0
+
+    @property
+    def batch_size(self) -> int:
+        """``n_categories * n_labels * n_instances``."""
+        return self.n_categories * self.n_labels * self.n_instances
 
 
 def check_enough_instances(groups: Groups, minimum: int = 2) -> None:
@@ -181,43 +244,8 @@ __all__ = [
     "sample_subsets",
     "sample_members",
     "make_rng",
-    "EpochMixin",
-    "check_positive_int",
+    "EpochBatchSampler",
+    "CategoryBatchSampler",
     "check_enough_instances",
     "group_labels_by_category",
 ]
-
-
-def prepare_category_groups(
-    labels: TLabelsInput,
-    label2category: Dict[Any, Any],
-    n_categories: int,
-    n_labels: int,
-    n_instances: int,
-    too_few_labels_advice: Optional[str],
-) -> Tuple[Groups, Groups]:
-    """Checks and groups shared by the category samplers: ``(samples by label, labels by category)``.
-
-    Args:
-        too_few_labels_advice: None skips the check that every category has ``n_labels`` labels;
-            otherwise it ends the error message of that check.
-    """
-    check_positive_int(n_categories, "n_categories")
-    check_positive_int(n_labels, "n_labels")
-    check_positive_int(n_instances, "n_instances")
-    groups = Groups(labels_to_array(labels))
-    check_enough_instances(groups, minimum=2)
-    _, categories = group_labels_by_category(groups.values, label2category)
-    if n_categories > len(categories):
-        raise ValueError(
-            f"n_categories={n_categories} is larger than the number of categories in the dataset ({len(categories)})."
-        )
-    if too_few_labels_advice is not None:
-        small = categories.counts < n_labels
-        if small.any():
-            raise ValueError(
-                f"Category {categories.values[small][0].item()!r} has only {int(categories.counts[small][0])} "
-                f"label(s), fewer than n_labels={n_labels} ({int(small.sum())} category(ies) are too small); "
-                f"{too_few_labels_advice}."
-            )
-    return groups, categories

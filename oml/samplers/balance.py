@@ -1,22 +1,21 @@
 """P x K batches: ``n_labels`` labels with ``n_instances`` samples each."""
 
-from typing import Iterator, List, Optional
+from typing import Optional
 
 import numpy as np
 
-from oml.interfaces.samplers import IBatchSampler
 from oml.samplers._utils import (
-    EpochMixin,
+    EpochBatchSampler,
     Groups,
     TLabelsInput,
     check_enough_instances,
-    check_positive_int,
     labels_to_array,
     sample_members,
 )
+from oml.utils.checks import check_int
 
 
-class BalanceSampler(EpochMixin, IBatchSampler):
+class BalanceSampler(EpochBatchSampler):
     """Batches of ``n_labels`` distinct labels x ``n_instances`` samples of each (P x K sampling).
 
     Every epoch the labels are shuffled and cut into ``len(self) = n_unique_labels // n_labels``
@@ -47,8 +46,10 @@ class BalanceSampler(EpochMixin, IBatchSampler):
     """
 
     def __init__(self, labels: TLabelsInput, n_labels: int, n_instances: int, seed: Optional[int] = None):
-        check_positive_int(n_labels, "n_labels", minimum=2)
-        check_positive_int(n_instances, "n_instances", minimum=2)
+        n_labels, n_instances = (
+            check_int(n_labels, "n_labels", minimum=2),
+            check_int(n_instances, "n_instances", minimum=2),
+        )
         self._groups = Groups(labels_to_array(labels))
         if n_labels > len(self._groups):
             raise ValueError(
@@ -56,9 +57,7 @@ class BalanceSampler(EpochMixin, IBatchSampler):
                 f"({len(self._groups)}); decrease n_labels."
             )
         check_enough_instances(self._groups, minimum=2)
-        self.n_labels = int(n_labels)
-        self.n_instances = int(n_instances)
-        self.seed = seed
+        self.n_labels, self.n_instances, self.seed = n_labels, n_instances, seed
         self.epoch = 0
 
     @property
@@ -76,10 +75,6 @@ class BalanceSampler(EpochMixin, IBatchSampler):
         chosen_labels = rng.permutation(len(self._groups))[: n_batches * self.n_labels]
         ids = sample_members(rng, self._groups, chosen_labels, self.n_instances)
         return ids.reshape(n_batches, self.batch_size)
-
-    def __iter__(self) -> Iterator[List[int]]:
-        for batch in self.sample_epoch():
-            yield batch.tolist()
 
 
 __all__ = ["BalanceSampler"]

@@ -1,20 +1,14 @@
 """Batches of ``n_categories`` categories x ``n_labels`` labels x ``n_instances`` samples."""
 
 import math
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
-from oml.interfaces.samplers import IBatchSampler
-from oml.samplers._utils import (
-    EpochMixin,
-    TLabelsInput,
-    prepare_category_groups,
-    sample_members,
-)
+from oml.samplers._utils import CategoryBatchSampler, TLabelsInput, sample_members
 
 
-class CategoryBalanceSampler(EpochMixin, IBatchSampler):
+class CategoryBalanceSampler(CategoryBatchSampler):
     """Batches of ``n_categories`` distinct categories, ``n_labels`` labels of each, ``n_instances`` samples per label.
 
     Batches are drawn independently of each other (labels repeat across the batches of an epoch);
@@ -54,28 +48,12 @@ class CategoryBalanceSampler(EpochMixin, IBatchSampler):
         weight_categories: bool = True,
         seed: Optional[int] = None,
     ):
-        self._groups, self._categories = prepare_category_groups(
-            labels,
-            label2category,
-            n_categories,
-            n_labels,
-            n_instances,
-            too_few_labels_advice=None if resample_labels else "decrease n_labels or pass resample_labels=True",
-        )
-        self.n_categories = int(n_categories)
-        self.n_labels = int(n_labels)
-        self.n_instances = int(n_instances)
+        advice = None if resample_labels else "decrease n_labels or pass resample_labels=True"
+        self._set_up(labels, label2category, (n_categories, n_labels, n_instances), seed, advice)
         self.resample_labels = resample_labels
         self.weight_categories = weight_categories
-        self.seed = seed
-        self.epoch = 0
         weights = self._categories.counts.astype(np.float64) if weight_categories else np.ones(len(self._categories))
         self._log_weights = np.log(weights / weights.sum())
-
-    @property
-    def batch_size(self) -> int:
-        """``n_categories * n_labels * n_instances``."""
-        return self.n_categories * self.n_labels * self.n_instances
 
     def __len__(self) -> int:
         return math.ceil(len(self._groups) / self.n_labels)
@@ -90,10 +68,6 @@ class CategoryBalanceSampler(EpochMixin, IBatchSampler):
         labels = sample_members(rng, self._categories, categories, self.n_labels).reshape(-1)
         ids = sample_members(rng, self._groups, labels, self.n_instances)
         return ids.reshape(n_batches, self.batch_size)
-
-    def __iter__(self) -> Iterator[List[int]]:
-        for batch in self.sample_epoch():
-            yield batch.tolist()
 
 
 __all__ = ["CategoryBalanceSampler"]

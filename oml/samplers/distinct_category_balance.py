@@ -1,20 +1,14 @@
 """Category-balanced batches that use every label once per round."""
 
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from oml.interfaces.samplers import IBatchSampler
-from oml.samplers._utils import (
-    EpochMixin,
-    TLabelsInput,
-    check_positive_int,
-    prepare_category_groups,
-    sample_members,
-)
+from oml.samplers._utils import CategoryBatchSampler, TLabelsInput, sample_members
+from oml.utils.checks import check_int
 
 
-class DistinctCategoryBalanceSampler(EpochMixin, IBatchSampler):
+class DistinctCategoryBalanceSampler(CategoryBatchSampler):
     """Batches of ``n_categories`` categories x ``n_labels`` labels x ``n_instances`` samples, labels not repeated.
 
     The labels of every category are shuffled and consumed without repetition: a batch takes the
@@ -50,21 +44,8 @@ class DistinctCategoryBalanceSampler(EpochMixin, IBatchSampler):
         epoch_size: int,
         seed: Optional[int] = None,
     ):
-        check_positive_int(epoch_size, "epoch_size")
-        self._groups, self._categories = prepare_category_groups(
-            labels, label2category, n_categories, n_labels, n_instances, too_few_labels_advice="decrease n_labels"
-        )
-        self.n_categories = int(n_categories)
-        self.n_labels = int(n_labels)
-        self.n_instances = int(n_instances)
-        self.epoch_size = int(epoch_size)
-        self.seed = seed
-        self.epoch = 0
-
-    @property
-    def batch_size(self) -> int:
-        """``n_categories * n_labels * n_instances``."""
-        return self.n_categories * self.n_labels * self.n_instances
+        self.epoch_size = check_int(epoch_size, "epoch_size")
+        self._set_up(labels, label2category, (n_categories, n_labels, n_instances), seed, "decrease n_labels")
 
     def __len__(self) -> int:
         return self.epoch_size
@@ -89,10 +70,6 @@ class DistinctCategoryBalanceSampler(EpochMixin, IBatchSampler):
                 pointers[c] += self.n_labels
         ids = sample_members(rng, self._groups, chosen.reshape(-1), self.n_instances)
         return ids.reshape(self.epoch_size, self.batch_size)
-
-    def __iter__(self) -> Iterator[List[int]]:
-        for batch in self.sample_epoch():
-            yield batch.tolist()
 
 
 __all__ = ["DistinctCategoryBalanceSampler"]

@@ -150,6 +150,26 @@ def find_first_occurrences(x: Sequence[Any]) -> List[int]:
     return first
 
 
+def reduce_metrics(metrics_to_reduce: Dict[Any, Any]) -> Dict[Any, Any]:
+    """Recursively replace every tensor and every numpy array by its mean, as OML 0.4.4 does (other values are kept).
+
+    Empty tensors and arrays are kept as they are (their mean is undefined).
+
+    >>> reduce_metrics({"OVERALL": {"cmc": {1: torch.tensor([0.0, 1.0])}, "map": {5: np.array([0.5, 1.0])}}, "x": 2})
+    {'OVERALL': {'cmc': {1: tensor(0.5000)}, 'map': {5: tensor(0.7500)}}, 'x': 2}
+    """
+    output: Dict[Any, Any] = {}
+    for key, value in metrics_to_reduce.items():
+        if isinstance(value, Mapping):
+            output[key] = reduce_metrics(dict(value))
+        elif isinstance(value, (torch.Tensor, np.ndarray)):
+            tensor = torch.as_tensor(value)
+            output[key] = tensor.float().mean() if tensor.numel() else value
+        else:
+            output[key] = value
+    return output
+
+
 __all__ = [
     "find_value_ids",
     "set_global_seed",
@@ -163,4 +183,5 @@ __all__ = [
     "check_if_nonempty_positive_integers",
     "compare_dicts_recursively",
     "find_first_occurrences",
+    "reduce_metrics",
 ]

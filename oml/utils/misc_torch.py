@@ -71,27 +71,82 @@ def assign_2d(x: Tensor, indices: Tensor, new_values: Tensor) -> Tensor:
     return x
 
 
+def first_occurrences(ids: Tensor) -> Tuple[Tensor, Tensor]:
+    """The distinct values of a 1d integer tensor ``ids`` (sorted) and the position of the first copy of each.
+
+    This is the one place that keeps "the first copy of each id", e.g. after a DDP gather that padded
+    the data with repeated items. Vectorised: one stable sort.
+
+    >>> first_occurrences(torch.tensor([2, 0, 2, 1, 0]))
+    (tensor([0, 1, 2]), tensor([1, 3, 0]))
+    """
+    if ids.ndim != 1:
+        raise ValueError(f"ids must be a 1d tensor, got shape {tuple(ids.shape)}.")
+    order = torch.argsort(ids, stable=True)
+    sorted_ids = ids[order]
+    first = torch.ones(len(ids), dtype=torch.bool, device=ids.device)
+    first[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    return sorted_ids[first], order[first]
+
+
 def drop_duplicates_by_ids(
     ids: Union[List[int], Tensor], data: Union[List[Any], Tensor, np.ndarray], sort: bool = True
 ) -> Tuple[List[int], Any]:
     """Keep the first occurrence of every id (used after a DDP gather with padding).
 
     Returns:
-        The unique ids (sorted if ``sort``) and the matching elements of ``data`` (same type as given).
+        The unique ids (sorted if ``sort``, else in the order of their first occurrence) and the
+        matching elements of ``data`` (same type as given).
     """
-    ids_list = ids.tolist() if isinstance(ids, Tensor) else list(ids)
-    if len(ids_list) != len(data):
-        raise ValueError(f"ids and data must have the same length, got {len(ids_list)} and {len(data)}.")
-    first: Dict[int, int] = {}
-    for position, id_ in enumerate(ids_list):
-        first.setdefault(id_, position)
-    unique_ids = sorted(first) if sort else list(first)
-    positions = [first[i] for i in unique_ids]
+    ids_tensor = torch.as_tensor(ids.tolist() if isinstance(ids, Tensor) else list(ids), dtype=torch.long)
+    if len(ids_tensor) != len(data):
+        raise ValueError(f"ids and data must have the same length, got {len(ids_tensor)} and {len(data)}.")
+    unique_ids, positions = first_occurrences(ids_tensor)
+    if not sort:
+        by_position = torch.argsort(positions)
+        unique_ids, positions = unique_ids[by_position], positions[by_position]
     if isinstance(data, Tensor):
-        return unique_ids, data[torch.tensor(positions, dtype=torch.long)]
+        return unique_ids.tolist(), data[positions.to(data.device)]
     if isinstance(data, np.ndarray):
-        return unique_ids, data[positions]
-    return unique_ids, [data[p] for p in positions]
+        return unique_ids.tolist(), data[positions.numpy()]
+    return unique_ids.tolist(), [data[p] for p in positions.tolist()]
+
+
+def labels_to_tensor(
+    labels: Union[Sequence[Any], np.ndarray, Tensor],
+    device: Union[str, torch.device, None] = None,
+    allow_non_integer: bool = True,
+) -> Tensor:
+    """Labels (a list, an array or a tensor of ints, or any list of hashable values) as a 1d ``LongTensor``.
+
+    Non-integer labels (e.g. strings) are replaced by their index among the sorted distinct values of
+    this call (so only where labels are compared inside one batch; ``allow_non_integer=False`` raises).
+
+    >>> labels_to_tensor(["b", "a", "b"])
+    tensor([1, 0, 1])
+    """
+    if isinstance(labels, Tensor):
+        tensor = labels.detach().reshape(-1)
+        if tensor.is_floating_point() and not torch.equal(tensor, tensor.round()):
+            raise TypeError("labels must be integers, got a tensor with non-integer values.")
+        return tensor.long().to(device) if device is not None else tensor.long()
+    array = np.asarray(labels).reshape(-1)
+    if not np.issubdtype(array.dtype, np.integer):
+        if np.issubdtype(array.dtype, np.floating) and np.array_equal(array, np.round(array)):
+            array = array.astype(np.int64)
+        elif allow_non_integer:
+            array = np.unique(array, return_inverse=True)[1].reshape(-1)
+        else:
+            raise TypeError(f"labels must be integers here, got values of type {array.dtype}.")
+    return torch.as_tensor(array.astype(np.int64), device=device)
+
+
+def check_features_and_labels(features: Tensor, labels: Tensor) -> None:
+    """Raise ``ValueError`` unless ``features`` is ``[B, D]`` and there is one label per row."""
+    if features.ndim != 2:
+        raise ValueError(f"features must be a matrix [batch_size, dim], got shape {tuple(features.shape)}.")
+    if labels.shape[0] != features.shape[0]:
+        raise ValueError(f"Got {features.shape[0]} feature vectors but {labels.shape[0]} labels.")
 
 
 @contextmanager
@@ -223,7 +278,10 @@ __all__ = [
     "get_device",
     "take_2d",
     "assign_2d",
+    "first_occurrences",
     "drop_duplicates_by_ids",
+    "labels_to_tensor",
+    "check_features_and_labels",
     "temporary_setting_model_mode",
     "OnlineCalc",
     "AvgOnline",

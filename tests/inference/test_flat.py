@@ -1,12 +1,13 @@
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import oml.inference.flat as flat
-from oml.inference.abstract import _inference, get_autocast, order_by_ids
+from oml.inference.abstract import _inference, get_autocast, inference, order_by_ids
 from oml.inference.flat import embeddings_cache_key, inference_on_dataframe, inference_on_images
 from oml.transforms.images.torchvision import get_normalisation_resize_torch
 from tests.inference.helpers import TinyExtractor, embed_by_hand, tiny_transforms
@@ -37,31 +38,52 @@ def test_with_bboxes(paths) -> None:
     assert torch.allclose(got[0], whole[0], atol=1e-6) and not torch.allclose(got[1], whole[1], atol=1e-3)
 
 
-def test_fp16_on_cpu_is_bf16_autocast(paths) -> None:
+def test_use_fp16_on_cpu_is_float32_as_in_oml(paths) -> None:
     model = TinyExtractor()
-    full = inference_on_images(model, paths, tiny_transforms(), num_workers=0, batch_size=8)
-    half = inference_on_images(model, paths, tiny_transforms(), num_workers=0, batch_size=8, use_fp16=True)
-    assert half.dtype == torch.float32
-    assert torch.allclose(full, half, atol=0.05, rtol=0.05) and not torch.equal(full, half)
-    ctx = get_autocast(torch.device("cpu"), True)
-    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    runs = {}
+    for batch_size in (1, 4, 13):
+        full = inference_on_images(model, paths, tiny_transforms(), num_workers=0, batch_size=batch_size)
+        half = inference_on_images(model, paths, tiny_transforms(), num_workers=0, batch_size=batch_size, use_fp16=True)
+        assert half.dtype == torch.float32 and torch.equal(full, half)  # OML: the flag is ignored on the CPU
+        runs[batch_size] = half
+    # float32 GEMMs may block differently for other batch sizes: equal up to float32 rounding only
+    assert torch.allclose(runs[1], runs[13], rtol=0, atol=1e-6) and torch.allclose(runs[4], runs[13], rtol=0, atol=1e-6)
+    assert not isinstance(get_autocast(torch.device("cpu"), True), torch.autocast)
     with warnings.catch_warnings():  # "CUDA is not available" on this machine
         warnings.simplefilter("ignore")
         assert get_autocast(torch.device("cuda"), True).fast_dtype == torch.float16
+        assert not isinstance(get_autocast(torch.device("cuda"), False, use_bf16_on_cpu=True), torch.autocast)
+
+
+def test_bf16_on_cpu_is_an_explicit_opt_in(paths) -> None:
+    model = TinyExtractor()
+    full = inference_on_images(model, paths, tiny_transforms(), num_workers=0, batch_size=8)
+    low = inference_on_images(model, paths, tiny_transforms(), num_workers=0, batch_size=8, use_bf16_on_cpu=True)
+    assert low.dtype == torch.float32  # returned in float32 ...
+    assert torch.allclose(full, low, atol=0.05, rtol=0.05) and not torch.allclose(full, low, rtol=0, atol=1e-4)
+    ctx = get_autocast(torch.device("cpu"), False, use_bf16_on_cpu=True)
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    assert _inference is inference  # OML 0.4.4's name of the shared loop
 
 
 def test_progress_bar_and_bad_arguments(paths, capsys) -> None:
     model = TinyExtractor()
     inference_on_images(model, paths[:3], tiny_transforms(), num_workers=0, batch_size=2, verbose=True)
     assert "Inference on cpu" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0."):
         inference_on_images(model, paths, tiny_transforms(), num_workers=0, batch_size=0)
-    with pytest.raises(ValueError, match="num_workers"):
+    with pytest.raises(ValueError, match="num_workers must be a non-negative integer, got -1."):
         inference_on_images(model, paths, tiny_transforms(), num_workers=-1, batch_size=2)
+    with pytest.raises(TypeError, match="batch_size must be a positive integer, got True of type bool."):
+        inference_on_images(model, paths, tiny_transforms(), num_workers=0, batch_size=True)
+    assert (
+        len(inference_on_images(model, paths[:3], tiny_transforms(), num_workers=np.int64(0), batch_size=np.int32(2)))
+        == 3
+    )
     with pytest.raises(ValueError, match="empty dataset"):
         inference_on_images(model, [], tiny_transforms(), num_workers=0, batch_size=2)
     with pytest.raises(TypeError, match="index_key"):
-        _inference(model, lambda m, b: b, [1, 2], 0, 1, False, False)
+        inference(model, lambda m, b: b, [1, 2], 0, 1, False, False)
 
 
 def test_order_by_ids_restores_order_and_checks_coverage() -> None:
@@ -130,5 +152,6 @@ def test_cache_key_depends_on_what_it_should(paths) -> None:
         model.body[1].running_mean[0] += 1e-3  # buffers count
     assert key != embeddings_cache_key(model, tiny_transforms(), paths)
     assert key != embeddings_cache_key(TinyExtractor(), tiny_transforms(), paths, use_fp16=True)
+    assert key != embeddings_cache_key(TinyExtractor(), tiny_transforms(), paths, use_bf16_on_cpu=True)
     assert key != embeddings_cache_key(TinyExtractor(), tiny_transforms(), paths[:-1])
     assert key != embeddings_cache_key(TinyExtractor(), tiny_transforms(), paths, bboxes=[None] * len(paths))

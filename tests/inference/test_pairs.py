@@ -55,3 +55,25 @@ def test_pairwise_bad_input(paths) -> None:
         pairwise_inference_on_embeddings(model, torch.zeros(3, 5), torch.zeros(4, 5), num_workers=0, batch_size=2)
     with pytest.raises(ValueError, match="same length"):
         pairwise_inference_on_images(model, paths, paths[:2], tiny_transforms(), num_workers=0, batch_size=2)
+
+
+def test_rescoring_with_a_trivial_model_keeps_the_order_with_use_fp16_on_cpu() -> None:
+    # galleries at distances 1.000, 1.001, 1.002, ... from the query: a trivial pairwise model must keep this order
+    g = torch.Generator().manual_seed(0)
+    direction = torch.nn.functional.normalize(torch.randn(1, 16, generator=g), dim=1)
+    query = torch.randn(1, 16, generator=g)
+    galleries = query + (1 + 1e-3 * torch.arange(40.0)).unsqueeze(1) * direction
+    queries = query.expand(40, -1)
+    model = LinearTrivialDistanceSiamese(feat_dim=16, identity_init=True)
+
+    by_batch = [
+        pairwise_inference_on_embeddings(model, queries, galleries, num_workers=0, batch_size=bs, use_fp16=True)
+        for bs in (1, 7, 40)
+    ]
+    assert torch.equal(by_batch[0], by_batch[1]) and torch.equal(by_batch[0], by_batch[2])  # bit-equal
+    assert (by_batch[0].diff() > 0).all()  # the order is kept
+    # the explicit bfloat16 opt-in rounds the distances to ~3 digits: they tie or swap
+    low = pairwise_inference_on_embeddings(
+        model, queries, galleries, num_workers=0, batch_size=40, use_bf16_on_cpu=True
+    )
+    assert not (low.diff() > 0).all()

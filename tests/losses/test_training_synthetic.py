@@ -74,7 +74,7 @@ def train(criterion_factory: Callable[[], nn.Module], epochs: int = 40) -> Dict[
 MINERS = {
     "all_triplets": {"max_output_triplets": 512},
     "hard_triplets": {},
-    "n_hard_triplets": {"n_positive": 2, "n_negative": [0, 3]},
+    "n_hard_triplets": {"n_positive": 2, "n_negative": [1, 3]},
     "hard_cluster": {},
     "triplets_with_memory": {"bank_size_in_batches": 5, "tri_expand_k": 3},
     "miner_with_bank": {"bank_size_in_batches": 3, "miner": {"name": "n_hard_triplets", "args": {}}},

@@ -3,13 +3,15 @@ import math
 import pytest
 import torch
 
+from oml.interfaces.miners import ITripletsMinerInBatch
 from oml.losses.triplet import TripletLoss, TripletLossPlain, TripletLossWithMiner, get_tri_ids_in_plain
 from oml.miners.cross_batch import TripletMinerWithMemory
-from oml.miners.inbatch_all_tri import AllTripletsMiner
+from oml.miners.inbatch_all_tri import AllTripletsMiner, get_available_triplets
 from oml.miners.inbatch_hard_cluster import HardClusterMiner
 from oml.miners.inbatch_hard_tri import HardTripletsMiner
 from oml.miners.inbatch_nhard_tri import NHardTripletsMiner
 from oml.miners.miner_with_bank import MinerWithBank
+from tests.utils.miners import pk_batch
 
 
 def loops_reference(anchor, positive, negative, margin, reduction):
@@ -78,9 +80,8 @@ def test_plain_layout() -> None:
 
 
 def batch(p=4, k=3, dim=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(p).repeat_interleave(k)
-    return torch.randn(p * k, dim, generator=g, dtype=torch.float64, requires_grad=True), labels
+    features, labels = pk_batch(p, k, seed, dim=dim, shuffle=False)
+    return features.requires_grad_(True), labels
 
 
 @pytest.mark.parametrize(
@@ -100,23 +101,56 @@ def test_with_miner_equals_loss_on_mined_triplets(miner, margin) -> None:
     assert torch.isfinite(features.grad).all()
 
 
-def test_with_memory_miner_logs_original_and_bank_triplets() -> None:
+# the keys OML 0.4.4 logs for TripletLossWithMiner with TripletMinerWithMemory
+OML_MEMORY_LOG_KEYS = {
+    "active_tri",
+    "pos_dist",
+    "neg_dist",
+    "bank_active_tri",
+    "orig_active_tri",
+    "pos_dist_bank",
+    "pos_dist_orig",
+    "neg_dist_bank",
+    "neg_dist_orig",
+}
+
+
+@pytest.mark.parametrize("margin", [0.1, 1.5])
+def test_with_memory_miner_logs_original_and_bank_triplets_under_oml_names(margin: float) -> None:
     torch.manual_seed(0)
-    criterion = TripletLossWithMiner(margin=0.1, miner=TripletMinerWithMemory(2, 3), need_logs=True)
+    miner = TripletMinerWithMemory(2, 3)
+    criterion = TripletLossWithMiner(margin=margin, miner=miner, need_logs=True)
     for step in range(3):
         features, labels = batch(seed=step)
         criterion(features, labels).backward()
-    expected = {"active_tri", "pos_dist", "neg_dist"} | {
-        f"{name}_{part}" for name in ("active_tri", "pos_dist", "neg_dist") for part in ("orig", "bank")
-    }
-    assert set(criterion.last_logs) == expected
+        logs = criterion.last_logs
+        assert set(logs) == OML_MEMORY_LOG_KEYS
+        # as OML checks: the parts, weighted by their sizes, average to the overall figures
+        n_orig = len(get_available_triplets(labels))
+        n_bank = 2 * n_orig  # tri_expand_k = 3
+        for overall, orig, bank in (
+            ("active_tri", "orig_active_tri", "bank_active_tri"),
+            ("pos_dist", "pos_dist_orig", "pos_dist_bank"),
+            ("neg_dist", "neg_dist_orig", "neg_dist_bank"),
+        ):
+            weighted = (n_orig * logs[orig] + n_bank * logs[bank]) / (n_orig + n_bank)
+            assert weighted == pytest.approx(logs[overall], rel=1e-6)  # active_tri is a float32 mean
+        assert 0 < logs["orig_active_tri"] <= 1 and logs["pos_dist_bank"] > 0
 
 
 def test_with_miner_merges_miner_logs() -> None:
     features, labels = batch()
     criterion = TripletLossWithMiner(margin=0.1, miner=MinerWithBank(2, NHardTripletsMiner()), need_logs=True)
     criterion(features, labels)
-    assert {"n_triplets", "pos_from_bank", "neg_from_bank", "active_tri"} <= set(criterion.last_logs)
+    assert set(criterion.last_logs) == {
+        "active_tri",
+        "pos_dist",
+        "neg_dist",
+        "positives_from_bank",
+        "positives_from_batch",
+        "negatives_from_bank",
+        "negatives_from_batch",
+    }
 
 
 def test_errors() -> None:
@@ -136,7 +170,7 @@ def test_distance_matrix_path_equals_gathered_triplets_with_duplicates() -> None
     with torch.no_grad():
         features[1] = features[0]  # an upsampled duplicate: distance 0
     miner = AllTripletsMiner()
-    ids_a, ids_p, ids_n = miner._sample(features, labels)
+    ids_a, ids_p, ids_n = miner.sample_ids(features, labels)
     assert len(ids_a) > 8 * len(features)
     fast = TripletLossWithMiner(margin=0.3, miner=miner)(features, labels)
     (grad_fast,) = torch.autograd.grad(fast, features)
@@ -147,16 +181,42 @@ def test_distance_matrix_path_equals_gathered_triplets_with_duplicates() -> None
     assert torch.allclose(grad_fast, grad_slow, atol=1e-6)
 
 
-class ListLabelsMiner(AllTripletsMiner):
-    """A user miner written against the interface: ``_sample`` gets labels as a list, returns lists."""
+class OMLStyleMiner(ITripletsMinerInBatch):
+    """A user miner written for OML 0.4.4: ``_sample`` indexes the labels and returns lists of ids."""
+
+    def __init__(self):
+        self.received = []
 
     def _sample(self, features, labels):
-        assert isinstance(labels, list)
+        self.received.append(labels)
+        assert labels[0] == labels[1] and labels[2] != labels[0]
         return [0, 1], [1, 0], [2, 3]
 
 
-def test_foreign_in_batch_miner_gets_a_list_of_labels() -> None:
+def test_user_in_batch_miner_gets_labels_as_a_tensor_and_may_return_lists() -> None:
     features, labels = batch(p=2, k=2)
-    loss = TripletLossWithMiner(margin=0.5, miner=ListLabelsMiner())(features, labels)
+    miner = OMLStyleMiner()
+    loss = TripletLossWithMiner(margin=0.5, miner=miner)(features, labels.tolist())
     anchor, positive, negative = features[[0, 1]], features[[1, 0]], features[[2, 3]]
     assert torch.allclose(loss, loops_reference(anchor, positive, negative, 0.5, "mean"))
+    assert isinstance(miner.received[0], torch.Tensor) and miner.received[0].dtype == torch.long
+
+
+class CountingNHard(NHardTripletsMiner):
+    """A subclass of a built-in miner: the loss must treat it like the built-in one."""
+
+    calls = 0
+
+    def sample_ids(self, features, labels):
+        CountingNHard.calls += 1
+        return super().sample_ids(features, labels)
+
+
+@pytest.mark.parametrize("labels_as", [list, torch.tensor])
+def test_subclass_of_a_built_in_miner_behaves_like_it(labels_as) -> None:
+    features, labels = batch(p=5, k=4, seed=4)
+    CountingNHard.calls = 0
+    builtin = TripletLossWithMiner(margin=0.3, miner=NHardTripletsMiner(2, (2, 4)))(features, labels)
+    subclass = TripletLossWithMiner(margin=0.3, miner=CountingNHard(2, (2, 4)))(features, labels_as(labels.tolist()))
+    assert torch.equal(builtin, subclass)
+    assert CountingNHard.calls == 1  # the loss goes through the public method

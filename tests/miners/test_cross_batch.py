@@ -1,22 +1,8 @@
-import itertools
-
 import pytest
 import torch
 
 from oml.miners.cross_batch import TripletMinerWithMemory
-
-
-def all_triplets(labels):
-    n = len(labels)
-    return {
-        (a, p, ng)
-        for a, p, ng in itertools.product(range(n), repeat=3)
-        if a != p and labels[a] == labels[p] and labels[a] != labels[ng]
-    }
-
-
-def row_ids(rows, table):
-    return [int((table == row).all(dim=1).nonzero()[0]) for row in rows]
+from tests.utils.miners import all_triplets_reference, row_ids
 
 
 def make_batch(step, p=3, k=2, dim=4):
@@ -43,7 +29,7 @@ def test_original_and_bank_triplets(tri_expand_k: int) -> None:
                 row_ids(negative[:n_orig], features),
             )
         )
-        assert orig == all_triplets(labels.tolist())
+        assert orig == all_triplets_reference(labels.tolist())
         assert len(anchor) == tri_expand_k * n_orig
         # extra triplets: a positive pair of the batch and a negative from the bank (previous batches or, at
         # the first step, the batch itself), always of another label
@@ -84,9 +70,9 @@ def test_negatives_sampled_uniformly_from_other_labels() -> None:
 
 
 def test_errors() -> None:
-    with pytest.raises(ValueError, match="tri_expand_k must be an integer >= 1"):
+    with pytest.raises(ValueError, match="tri_expand_k must be a positive integer, got 0."):
         TripletMinerWithMemory(bank_size_in_batches=2, tri_expand_k=0)
-    with pytest.raises(ValueError, match="bank_size_in_batches must be positive"):
+    with pytest.raises(ValueError, match="bank_size_in_batches must be a positive integer, got 0."):
         TripletMinerWithMemory(bank_size_in_batches=0, tri_expand_k=2)
     with pytest.raises(TypeError, match="labels must be integers"):
         TripletMinerWithMemory(2, 2).sample(torch.randn(4, 2), ["a", "a", "b", "b"])

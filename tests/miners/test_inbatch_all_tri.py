@@ -1,29 +1,15 @@
-import itertools
-
 import pytest
 import torch
 
 from oml.miners.inbatch_all_tri import AllTripletsMiner, get_available_triplets, get_available_triplets_naive
+from tests.utils.miners import all_triplets_reference as loops_reference
+from tests.utils.miners import as_set, pk_batch, row_ids
 
 SHAPES = [(2, 2), (3, 4), (8, 4), (5, 3)]
 
 
-def loops_reference(labels):
-    n = len(labels)
-    return {
-        (a, p, ng)
-        for a, p, ng in itertools.product(range(n), repeat=3)
-        if a != p and labels[a] == labels[p] and labels[a] != labels[ng]
-    }
-
-
-def as_set(ids):
-    return set(zip(*(t.tolist() for t in ids)))
-
-
 def pk_labels(p, k, seed):
-    g = torch.Generator().manual_seed(seed)
-    return torch.arange(p).repeat_interleave(k)[torch.randperm(p * k, generator=g)]
+    return pk_batch(p, k, seed)[1]
 
 
 @pytest.mark.parametrize("p,k", SHAPES)
@@ -75,9 +61,7 @@ def test_miner_returns_features_of_triplets() -> None:
     labels = [0, 0, 1, 1, 2, 2]
     anchor, positive, negative = AllTripletsMiner().sample(features, labels)
     expected = loops_reference(labels)
-    got = set()
-    for a, p, n in zip(anchor, positive, negative):
-        got.add(tuple(int((features == row).all(dim=1).nonzero()) for row in (a, p, n)))
+    got = set(zip(row_ids(anchor, features), row_ids(positive, features), row_ids(negative, features)))
     assert got == expected
     assert len(AllTripletsMiner(max_output_triplets=5).sample(features, labels)[0]) == 5
 
@@ -87,7 +71,7 @@ def test_errors() -> None:
         AllTripletsMiner().sample(torch.randn(4), [0, 0, 1, 1])
     with pytest.raises(ValueError, match="Got 4 feature vectors but 3 labels"):
         AllTripletsMiner().sample(torch.randn(4, 2), [0, 0, 1])
-    with pytest.raises(ValueError, match="max_output_triplets must be positive"):
+    with pytest.raises(ValueError, match="max_output_triplets must be a positive integer, got 0."):
         AllTripletsMiner(max_output_triplets=0)
 
 

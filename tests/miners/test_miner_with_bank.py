@@ -1,39 +1,23 @@
-import itertools
-
 import pytest
 import torch
 
 from oml.miners.inbatch_hard_tri import HardTripletsMiner
 from oml.miners.inbatch_nhard_tri import NHardTripletsMiner
 from oml.miners.miner_with_bank import MinerWithBank
+from tests.utils.miners import n_hard_reference, row_ids
 
-
-def dist(x, i, j):
-    return sum((float(x[i, d]) - float(x[j, d])) ** 2 for d in range(x.shape[1])) ** 0.5
-
-
-def loops_reference(candidates, labels, batch_size, pos_range, neg_range):
-    triplets = set()
-    for a in range(batch_size):
-        positives = sorted(
-            (j for j in range(len(labels)) if j != a and labels[j] == labels[a]), key=lambda j: -dist(candidates, a, j)
-        )
-        negatives = sorted(
-            (j for j in range(len(labels)) if labels[j] != labels[a]), key=lambda j: dist(candidates, a, j)
-        )
-        for p, n in itertools.product(positives[slice(*pos_range)], negatives[slice(*neg_range)]):
-            triplets.add((a, p, n))
-    return triplets
-
-
-def row_ids(rows, table):
-    return [int((table == row).all(dim=1).nonzero()[0]) for row in rows]
+OML_LOG_KEYS = {"positives_from_bank", "positives_from_batch", "negatives_from_bank", "negatives_from_batch"}
 
 
 @pytest.mark.parametrize(
-    "miner,ranges", [(NHardTripletsMiner(2, (1, 3)), ((0, 2), (1, 3))), (HardTripletsMiner(), ((0, 1), (0, 1)))]
+    "miner,n_pos,n_neg",
+    [
+        (NHardTripletsMiner(2, (2, 3)), 2, (2, 3)),
+        (NHardTripletsMiner((2, 3), 1), (2, 3), 1),
+        (HardTripletsMiner(), 1, 1),
+    ],
 )
-def test_equal_to_the_loops_over_batch_and_bank(miner, ranges) -> None:
+def test_equal_to_the_loops_over_batch_and_bank(miner, n_pos, n_neg) -> None:
     bank_size = 2
     miner_with_bank = MinerWithBank(bank_size_in_batches=bank_size, miner=miner)
     history = []
@@ -44,18 +28,27 @@ def test_equal_to_the_loops_over_batch_and_bank(miner, ranges) -> None:
         anchor, positive, negative = miner_with_bank.sample(features, labels)
         candidates = torch.cat([features] + [f for f, _ in history[-bank_size:]])
         candidate_labels = torch.cat([labels] + [lab for _, lab in history[-bank_size:]]).tolist()
-        got = set(zip(row_ids(anchor, candidates), row_ids(positive, candidates), row_ids(negative, candidates)))
-        assert got == loops_reference(candidates, candidate_labels, 6, *ranges)
+        ids_p, ids_n = row_ids(positive, candidates), row_ids(negative, candidates)
+        got = set(zip(row_ids(anchor, candidates), ids_p, ids_n))
+        assert got == n_hard_reference(candidates, candidate_labels, n_pos, n_neg, n_anchors=6)
         assert len(anchor) == len(got)
-        assert set(miner_with_bank.last_logs) == {"n_triplets", "pos_from_bank", "neg_from_bank"}
-        if step > 0:
-            assert miner_with_bank.last_logs["neg_from_bank"] > 0  # random bank negatives are often the nearest
+
+        logs = miner_with_bank.last_logs
+        assert set(logs) == OML_LOG_KEYS  # OML 0.4.4's names, no others
+        for name, ids in (("positives", ids_p), ("negatives", ids_n)):
+            from_bank = sum(i >= 6 for i in ids)
+            expected = (from_bank / len(ids), 1 - from_bank / len(ids)) if ids else (0.0, 0.0)  # nothing mined: 0
+            assert (logs[f"{name}_from_bank"], logs[f"{name}_from_batch"]) == pytest.approx(expected)
+        if step == 0:
+            assert logs["positives_from_bank"] == logs["negatives_from_bank"] == 0.0
         history.append((features, labels))
 
 
 def test_errors() -> None:
     with pytest.raises(TypeError, match="miner must be an NHardTripletsMiner or a HardTripletsMiner"):
         MinerWithBank(bank_size_in_batches=2, miner="hard")
+    with pytest.raises(ValueError, match="bank_size_in_batches must be a positive integer, got 0."):
+        MinerWithBank(bank_size_in_batches=0)
     miner = MinerWithBank(bank_size_in_batches=2)
     miner.sample(torch.randn(4, 3), [0, 0, 1, 1])
     with pytest.raises(ValueError, match="The bank stores features of dim 3, got a batch of dim 5"):

@@ -1,25 +1,15 @@
-import itertools
-
 import pytest
 import torch
 
 from oml.miners.inbatch_hard_tri import HardTripletsMiner
 from oml.miners.pairs import PairsMiner
+from tests.utils.miners import all_triplets_reference
 
 
 def pairs_from_triplets(triplets):
     positives = {tuple(sorted((a, p))) for a, p, _ in triplets}
     negatives = {tuple(sorted((a, n))) for a, _, n in triplets}
     return positives, negatives
-
-
-def all_triplets(labels):
-    n = len(labels)
-    return [
-        (a, p, ng)
-        for a, p, ng in itertools.product(range(n), repeat=3)
-        if a != p and labels[a] == labels[p] and labels[a] != labels[ng]
-    ]
 
 
 @pytest.mark.parametrize("hard_mining", [True, False])
@@ -30,9 +20,9 @@ def test_pairs_are_the_unique_pairs_of_the_triplets(hard_mining: bool, seed: int
     features = torch.randn(10, 3, generator=g, dtype=torch.float64)
     ids1, ids2, is_negative = PairsMiner(hard_mining=hard_mining).sample(features, labels)
     if hard_mining:
-        triplets = list(zip(*(t.tolist() for t in HardTripletsMiner()._sample(features, labels))))
+        triplets = list(zip(*(t.tolist() for t in HardTripletsMiner().sample_ids(features, labels))))
     else:
-        triplets = all_triplets(labels.tolist())
+        triplets = all_triplets_reference(labels.tolist())
     positives, negatives = pairs_from_triplets(triplets)
     got = list(zip(ids1.tolist(), ids2.tolist(), is_negative.tolist()))
     assert len(got) == len(set(got))

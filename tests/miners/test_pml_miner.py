@@ -11,9 +11,9 @@ def test_pml_triplet_miner_is_a_triplet_miner() -> None:
     g = torch.Generator().manual_seed(0)
     features = torch.randn(12, 4, generator=g, dtype=torch.float64)
     labels = torch.arange(4).repeat_interleave(3)
-    ours = set(zip(*(t.tolist() for t in HardTripletsMiner()._sample(features, labels))))
+    ours = set(zip(*(t.tolist() for t in HardTripletsMiner().sample_ids(features, labels))))
     pml_miner = PMLMiner(BatchHardMiner(distance=LpDistance(normalize_embeddings=False)))
-    theirs = set(zip(*(t.tolist() for t in pml_miner._sample(features, labels))))
+    theirs = set(zip(*(t.tolist() for t in pml_miner.sample_ids(features, labels))))
     assert ours == theirs  # PML's batch-hard mining (on raw Euclidean distances) selects the same triplets
     assert PMLMiner(BatchHardMiner()).sample(features, labels)[0].shape == (12, 4)
 

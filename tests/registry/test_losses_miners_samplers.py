@@ -1,3 +1,4 @@
+import inspect
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from oml.miners.miner_with_bank import MinerWithBank
 from oml.miners.pml import PMLMiner
 from oml.registry import show_registry
 from oml.registry._base import RegistryKeyError
-from oml.registry.losses import LOSSES_REGISTRY, get_criterion, get_criterion_by_cfg
+from oml.registry.losses import LOSSES_REGISTRY, PML_LEFT_OUT, PML_LOSSES, get_criterion, get_criterion_by_cfg
 from oml.registry.miners import MINERS_REGISTRY, get_miner, get_miner_by_cfg
 from oml.registry.optimizers import OPTIMIZERS_REGISTRY, get_optimizer, get_optimizer_by_cfg
 from oml.registry.samplers import SAMPLERS_CATEGORIES_BASED, SAMPLERS_REGISTRY, get_sampler, get_sampler_by_cfg
@@ -119,12 +120,12 @@ def test_nested_miner_and_runtime_kwargs() -> None:
         "args": {
             "margin": 0.2,
             "need_logs": True,
-            "miner": {"name": "n_hard_triplets", "args": {"n_positive": [1, 3]}},
+            "miner": {"name": "n_hard_triplets", "args": {"n_positive": [2, 3]}},
         },
     }
     criterion = get_criterion_by_cfg(OmegaConf.create(cfg), label2category=LABEL2CATEGORY)  # dropped: not taken
     assert isinstance(criterion, TripletLossWithMiner) and isinstance(criterion.miner, NHardTripletsMiner)
-    assert criterion.miner.positive_range == (1, 3)
+    assert criterion.miner.positive_range == (2, 3)
     # taken by ArcFace
     arcface = get_criterion(
         "arcface", in_features=4, num_classes=4, smoothing_epsilon=0.1, label2category={0: 0, 1: 0, 2: 1, 3: 1}
@@ -171,9 +172,9 @@ def test_bad_configs_and_arguments() -> None:
         get_sampler_by_cfg(
             {"name": "category_balance", "args": {"n_categories": 1, "n_labels": 2, "n_instances": 2}}, labels=LABELS
         )
-    with pytest.raises(ValueError, match="needs params"):
+    with pytest.raises(ValueError, match="Optimizer 'adam' needs 'params'."):
         get_optimizer_by_cfg({"name": "adam", "args": {"lr": 0.1}})
-    with pytest.raises(ValueError, match="needs the optimizer"):
+    with pytest.raises(ValueError, match="Scheduler 'step' needs 'optimizer'."):
         get_scheduler_by_cfg({"name": "step", "args": {"step_size": 1}})
 
 
@@ -253,3 +254,129 @@ def test_show_registry(capsys) -> None:
     ):
         assert name in shown and name in out
     assert "triplet_with_miner" in shown["LOSSES_REGISTRY"]
+
+
+PML_TRIPLET_YAML = """
+criterion:
+  name: pml.TripletMarginLoss
+  args:
+    margin: 0.2
+    distance: {name: pml.CosineSimilarity}
+"""
+
+# more nested blocks, added to the arguments of PML_TRIPLET_YAML
+PML_NESTED_ARGS_YAML = """
+reducer: {name: pml.MeanReducer}
+embedding_regularizer:
+  name: pml.LpRegularizer
+  args: {p: 2}
+miner:
+  name: pml.TripletMarginMiner
+  args: {margin: 0.2, type_of_triplets: semihard, distance: {name: pml.CosineSimilarity}}
+"""
+
+
+def separable_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(4).repeat_interleave(4)
+    return torch.randn(4, 8, generator=g)[labels] + 0.8 * torch.randn(16, 8, generator=g), labels
+
+
+@pytest.mark.parametrize("as_dictconfig", [False, True])
+def test_yaml_built_pml_triplet_loss_with_cosine_distance_trains(as_dictconfig: bool) -> None:
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.losses import TripletMarginLoss
+    from pytorch_metric_learning.reducers import MeanReducer
+
+    cfg = yaml.safe_load(PML_TRIPLET_YAML)["criterion"]
+    criterion = get_criterion_by_cfg(OmegaConf.create(cfg) if as_dictconfig else cfg, label2category=LABEL2CATEGORY)
+    assert isinstance(criterion.loss.distance, CosineSimilarity)
+
+    torch.manual_seed(0)
+    inputs, labels = separable_batch()
+    model = nn.Linear(8, 8)
+    assert torch.isclose(  # the numbers of the PML loss built by hand
+        criterion(model(inputs), labels),
+        TripletMarginLoss(margin=0.2, distance=CosineSimilarity())(model(inputs), labels),
+    )
+    mean_over_all = TripletMarginLoss(margin=0.2, distance=CosineSimilarity(), reducer=MeanReducer())
+    before = mean_over_all(model(inputs), labels)
+    # before, it failed at the first forward with "'dict' object is not callable"
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(20):
+        optimizer.zero_grad()
+        loss = criterion(model(inputs), labels)
+        loss.backward()
+        optimizer.step()
+    assert before > 0.05 and mean_over_all(model(inputs), labels) < 0.25 * before
+
+
+def test_yaml_nested_reducer_regularizer_and_miner_distance() -> None:
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.reducers import MeanReducer
+    from pytorch_metric_learning.regularizers import LpRegularizer
+
+    cfg = yaml.safe_load(PML_TRIPLET_YAML)["criterion"]
+    cfg["args"].update(yaml.safe_load(PML_NESTED_ARGS_YAML))
+    criterion = get_criterion_by_cfg(cfg)
+    assert isinstance(criterion.loss.distance, CosineSimilarity)
+    # with a regularizer PML spreads the given reducer over its parts (its own default is AvgNonZeroReducer)
+    assert isinstance(criterion.loss.reducer.reducers["loss"], MeanReducer)
+    assert isinstance(criterion.loss.embedding_regularizer, LpRegularizer)
+    assert isinstance(criterion.pml_miner.miner.distance, CosineSimilarity)
+    inputs, labels = separable_batch(1)
+    features = nn.Linear(8, 8)(inputs)
+    loss = criterion(features, labels)
+    loss.backward()
+    assert torch.isfinite(loss) and set(criterion.last_logs) == {"n_triplets"}
+
+
+def test_pml_miner_with_a_nested_distance() -> None:
+    from pytorch_metric_learning.distances import CosineSimilarity
+
+    miner = get_miner_by_cfg({"name": "pml.BatchHardMiner", "args": {"distance": {"name": "pml.CosineSimilarity"}}})
+    assert isinstance(miner, PMLMiner) and isinstance(miner.miner.distance, CosineSimilarity)
+    assert len(miner.sample_ids(torch.randn(8, 4), LABELS)[0]) == 8
+
+
+def test_bad_nested_pml_blocks_are_clear_errors() -> None:
+    with pytest.raises(RegistryKeyError, match="blocks inside PML arguments must name PML classes"):
+        get_criterion("pml.TripletMarginLoss", distance={"name": "cosine"})
+    with pytest.raises(RegistryKeyError, match="Argument 'distance' of 'pml.TripletMarginLoss' names 'pml.Cosine'"):
+        get_criterion("pml.TripletMarginLoss", distance={"name": "pml.Cosine"})
+    with pytest.raises(
+        TypeError, match=r"Cannot build distance 'pml.CosineSimilarity' for 'pml.TripletMarginLoss' with"
+    ):
+        get_criterion("pml.TripletMarginLoss", distance={"name": "pml.CosineSimilarity", "args": {"normalise": 1}})
+
+
+@pytest.mark.parametrize("name", sorted(PML_LEFT_OUT))
+def test_pml_losses_that_cannot_take_labels_are_left_out_with_a_reason(name: str) -> None:
+    assert f"pml.{name}" not in PML_LOSSES.names()
+    with pytest.raises(RegistryKeyError, match=f"'pml.{name}' is not available as an OML criterion: .+"):
+        get_criterion(f"pml.{name}")
+
+
+# the arguments without defaults of the listed PML losses
+PML_REQUIRED = {"num_classes": 4, "embedding_size": 8, "descriptors_dim": 8, "Tn": 1}
+
+
+def test_every_listed_pml_loss_trains_one_step() -> None:
+    names = PML_LOSSES.names()
+    assert len(names) > 30 and "pml.TripletMarginLoss" in names
+    labels = torch.arange(4).repeat_interleave(4)
+    for name in names:
+        constructor = PML_LOSSES.resolve(name, "criterion")
+        accepted = inspect.signature(constructor.__init__).parameters
+        args = {k: v for k, v in PML_REQUIRED.items() if k in accepted}
+        if "loss" in accepted:
+            args["loss"] = {"name": "pml.ContrastiveLoss"}
+        if name in ("pml.CosFaceLoss", "pml.SubCenterArcFaceLoss"):  # they take them through *args, **kwargs
+            args.update(num_classes=4, embedding_size=8)
+        if name == "pml.RankedListLoss":
+            args["margin"] = 0.4
+        criterion = get_criterion(name, **args)
+        features = torch.randn(16, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        loss = criterion(features, labels)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(features.grad).all(), name

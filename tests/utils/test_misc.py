@@ -8,6 +8,7 @@ from oml.utils.misc import (
     compare_dicts_recursively,
     dictconfig_to_dict,
     flatten_dict,
+    reduce_metrics,
     remove_unused_kwargs,
     set_global_seed,
     smart_sample,
@@ -19,6 +20,7 @@ from oml.utils.misc_torch import (
     assign_2d,
     drop_duplicates_by_ids,
     elementwise_dist,
+    first_occurrences,
     normalise,
     pairwise_dist,
     take_2d,
@@ -90,6 +92,35 @@ def test_drop_duplicates_and_online_average() -> None:
     assert ids == [0, 1, 2] and data.tolist() == [0, 10, 20]
     ids, data = drop_duplicates_by_ids([1, 1, 0], ["a", "b", "c"], sort=False)
     assert ids == [1, 0] and data == ["a", "c"]
+    ids, data = drop_duplicates_by_ids(np.array([3, 3, 1]), np.array([[30], [31], [10]]))
+    assert ids == [1, 3] and data.tolist() == [[10], [30]]
+    assert drop_duplicates_by_ids([], []) == ([], [])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_first_occurrences_equal_a_loop(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(-3, 6, (40,), generator=g)  # many duplicates, negative ids too
+    first = {}
+    for position, value in enumerate(ids.tolist()):
+        first.setdefault(value, position)
+    unique, positions = first_occurrences(ids)
+    assert unique.tolist() == sorted(first) and positions.tolist() == [first[v] for v in sorted(first)]
+    with pytest.raises(ValueError, match="ids must be a 1d tensor"):
+        first_occurrences(ids.reshape(4, 10))
+
+
+def test_reduce_metrics_reduces_tensors_and_numpy_arrays_as_oml() -> None:
+    metrics = {
+        "OVERALL": {"cmc": {1: torch.tensor([0.0, 1.0]), 5: np.array([1.0, 1.0, 0.0, 0.0])}, "pcf": {0.5: 0.25}},
+        "cat": {"map": {5: np.array([0.5, 0.25], dtype=np.float32)}, "empty": np.array([])},
+    }
+    reduced = reduce_metrics(metrics)
+    assert reduced["OVERALL"]["cmc"][1] == pytest.approx(0.5) and reduced["OVERALL"]["cmc"][5] == pytest.approx(0.5)
+    assert isinstance(reduced["OVERALL"]["cmc"][5], torch.Tensor) and reduced["OVERALL"]["cmc"][5].ndim == 0
+    assert reduced["cat"]["map"][5] == pytest.approx(0.375) and reduced["OVERALL"]["pcf"] == {0.5: 0.25}
+    assert reduced["cat"]["empty"].size == 0
+    assert metrics["OVERALL"]["cmc"][1].shape == (2,)  # the input is not modified
 
     avg = AvgOnline()
     for chunk in (torch.tensor([1.0, 2.0]), 6.0):

@@ -144,7 +144,7 @@ class PairwiseEmbeddingsPostprocessor(PairwisePostprocessor):
         num_workers: DataLoader workers of the pair inference.
         batch_size: pairs per batch.
         verbose: progress bar.
-        use_fp16: mixed precision (float16 on CUDA, bfloat16 on CPU).
+        use_fp16: float16 autocast on CUDA; ignored on the CPU, as in OML.
         is_query_key, is_gallery_key, embeddings_key: keys of the accumulated data.
 
     >>> from oml.models.meta.siamese import LinearTrivialDistanceSiamese
@@ -219,7 +219,7 @@ class PairwiseImagesPostprocessor(PairwisePostprocessor):
         num_workers: DataLoader workers of the pair inference.
         batch_size: pairs per batch.
         verbose: progress bar.
-        use_fp16: mixed precision (float16 on CUDA, bfloat16 on CPU).
+        use_fp16: float16 autocast on CUDA; ignored on the CPU, as in OML.
         is_query_key, is_gallery_key, paths_key: keys of the accumulated data.
 
     If the accumulated data also holds boxes (``x1, y1, x2, y2``, as the pipelines accumulate for tables with
