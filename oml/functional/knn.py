@@ -113,7 +113,9 @@ def screening_dtype(
     choice = {True: "on", False: "off"}.get(choice, choice) if isinstance(choice, bool) else str(choice).lower()
     if choice not in ("on", "off", "auto"):
         raise ValueError(f"screening must be True, False, 'on', 'off' or 'auto', got {choice!r} (${SCREENING_ENV}).")
-    if choice == "off" or distance_dtype(queries, galleries) != torch.float32:
+    if choice == "off" or not all(isinstance(x, Tensor) and x.ndim == 2 for x in (queries, galleries)):
+        return None  # the constructor of QueryGalleryDistances explains what is wrong with the inputs
+    if distance_dtype(queries, galleries) != torch.float32:
         return None
     if choice == "auto":
         work = len(queries) * len(galleries) * queries.shape[1]
