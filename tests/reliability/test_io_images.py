@@ -140,6 +140,16 @@ def test_jpeg_modes_agree(tmp_path: Path, mode: str) -> None:
         np.testing.assert_array_equal(result, _stored_rgb(path))
 
 
+def test_jpeg_with_bytes_after_its_end_and_truncated_jpeg(tmp_path: Path) -> None:
+    """Bytes after the end marker (some cameras append data) are ignored; a cut file is an error, not grey rows."""
+    buffer = io.BytesIO()
+    Image.fromarray(RGB).save(buffer, format="JPEG", quality=95)
+    (tmp_path / "intact.jpg").write_bytes(buffer.getvalue())
+    (tmp_path / "tail.jpg").write_bytes(buffer.getvalue() + b"camera data")
+    np.testing.assert_array_equal(_both(tmp_path / "tail.jpg"), _both(tmp_path / "intact.jpg"))
+    assert imread_cv2(tmp_path / "tail.jpg").flags.writeable and imread_cv2(tmp_path / "intact.jpg").flags.writeable
+
+
 def test_flat_16_bit_grey_stays_grey(tmp_path: Path) -> None:
     """OML: the OpenCV path stretched each image's own range (black), the Pillow path clipped it (white)."""
     cv2.imwrite(str(tmp_path / "grey16.png"), np.full((4, 4), 0x8080, dtype=np.uint16))

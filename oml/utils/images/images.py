@@ -16,6 +16,10 @@ TImage = Union[Image.Image, np.ndarray]
 TImReader = Callable[[Union[Path, str, bytes]], TImage]
 TBBox = Tuple[float, float, float, float]
 _EXIF_ORIENTATION = 0x0112
+_PNM_MAGICS = (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")
+# 3 channels (gray, palette and alpha images converted), EXIF orientation applied, 16 bits kept
+_CV2_GIVES_RGB = hasattr(cv2, "IMREAD_COLOR_RGB")  # OpenCV >= 4.10
+_CV2_FLAGS = (cv2.IMREAD_COLOR_RGB if _CV2_GIVES_RGB else cv2.IMREAD_COLOR) | cv2.IMREAD_ANYDEPTH
 
 
 class ImageReadError(OSError):
@@ -67,7 +71,7 @@ def _to_rgb(img: Image.Image, bit_depth: Optional[int], name: str) -> Image.Imag
         # scaled by the depth of the format, not by each image's range: a flat grey stays that grey.
         # ">> 8" is also what Pillow does for 16-bit RGB(A) files, so every 16-bit layout agrees.
         values = np.asarray(img).astype(np.int64) >> (bit_depth - 8)
-        return Image.fromarray(values.clip(0, 255).astype(np.uint8), mode="L").convert("RGB")
+        return Image.fromarray(values.clip(0, 255).astype(np.uint8)).convert("RGB")
     if img.mode in ("I", "F") or img.mode.startswith("I;"):
         raise ImageReadError(
             f"Cannot read the image {name}: its pixels are {'floats' if img.mode == 'F' else '32-bit integers'} "
@@ -77,24 +81,51 @@ def _to_rgb(img: Image.Image, bit_depth: Optional[int], name: str) -> Image.Imag
     return img.convert("RGB")
 
 
-def _decode_rgb(im_src: Union[Path, str, bytes]) -> Image.Image:
-    """The one decoder behind both readers: an 8-bit RGB Pillow image, EXIF orientation applied."""
-    data = im_src if isinstance(im_src, bytes) else read_image_bytes(im_src)
-    name = _name(im_src)
-    if not data:
-        raise ImageReadError(f"Cannot decode the image {name}: it is empty (0 bytes).")
+def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
     try:
-        # no "with": the image may be returned as it is, and an in-memory buffer holds no file handle
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))  # an in-memory buffer: no file handle to close
         img.load()  # decode now, inside the try: a truncated file fails here
         bit_depth = _bit_depth(img)
         if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
             img = ImageOps.exif_transpose(img)
-        return _to_rgb(img, bit_depth, name)
+        return np.array(_to_rgb(img, bit_depth, name))  # writable, as OpenCV gives
     except ImageReadError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"Cannot decode the image {name}: the file is broken or not an image ({e}).") from e
+
+
+def _opencv_can_decode(data: bytes) -> bool:
+    if data[:2] in _PNM_MAGICS:  # OpenCV keeps PGM/PPM values as they are; Pillow scales maxval to 16 bits
+        return False
+    # OpenCV before 5.0 returned the decoded part of a truncated JPEG without an error; Pillow raises
+    return not data.startswith(b"\xff\xd8") or data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
+
+
+def _decode_rgb(im_src: Union[Path, str, bytes]) -> np.ndarray:
+    """The one decoder behind both readers: ``H x W x 3`` RGB ``uint8``, EXIF orientation applied.
+
+    OpenCV decodes (it is the faster decoder on small images) with EXIF orientation and 16 bits kept;
+    what it cannot read, or reads differently (PGM/PPM bit depths, truncated JPEGs), goes to Pillow with
+    the same conversions, so the result does not depend on the reader that asked.
+    """
+    data = im_src if isinstance(im_src, bytes) else read_image_bytes(im_src)
+    name = _name(im_src)
+    if not data:
+        raise ImageReadError(f"Cannot decode the image {name}: it is empty (0 bytes).")
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _CV2_FLAGS) if _opencv_can_decode(data) else None
+    if img is None:
+        return _decode_with_pillow(data, name)
+    if not _CV2_GIVES_RGB:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.dtype == np.uint16:  # scaled by the bit depth (as Pillow does for 16-bit RGB), not by the image's range
+        return (img >> 8).astype(np.uint8)
+    if img.dtype != np.uint8:
+        raise ImageReadError(
+            f"Cannot read the image {name}: its pixels are {img.dtype} values, which have no standard range; save "
+            f"it with 8 or 16 bits per channel."
+        )
+    return img
 
 
 def imread_cv2(im_src: Union[Path, str, bytes]) -> np.ndarray:
@@ -102,19 +133,19 @@ def imread_cv2(im_src: Union[Path, str, bytes]) -> np.ndarray:
 
     Both readers share one decoder and give the same pixels: EXIF orientation applied; grayscale, palette,
     LA, RGBA and CMYK images converted to RGB (alpha dropped, as in OML); 16-bit images scaled by their bit
-    depth (``value >> 8``) for every image alike. OML decoded here with OpenCV, which ignored EXIF orientation
-    and stretched every 16-bit image over its own range (a flat grey became black), while its Pillow reader
-    clipped 16-bit greys to white: the two readers disagreed. The name is kept for compatibility.
+    depth (``value >> 8``) for every image alike. OML's OpenCV reader ignored EXIF orientation and stretched
+    every 16-bit image over its own range (a flat grey became black), while its Pillow reader clipped 16-bit
+    greys to white: the two readers disagreed.
 
     Raises:
         ImageReadError: naming the file, if it is missing, empty, broken or not an image.
     """
-    return np.array(_decode_rgb(im_src))
+    return _decode_rgb(im_src)
 
 
 def imread_pillow(im_src: Union[Path, str, bytes]) -> Image.Image:
     """Read an image as an RGB ``PIL.Image`` (for torchvision); the same pixels as ``imread_cv2``."""
-    return _decode_rgb(im_src)
+    return Image.fromarray(_decode_rgb(im_src))
 
 
 def draw_bbox(im: np.ndarray, bbox: Optional[Sequence[float]], color: TColor) -> np.ndarray:
