@@ -4,6 +4,7 @@ Issue #17, findings 4 (a flipped bit loaded silently) and 10 (unhelpful errors o
 asserts the exact failure: the error type, the file name and what the file is.
 """
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -142,5 +143,7 @@ def test_check_torch_file_skips_parts_written_without_crc(weights_file: Path) ->
         torch.save({"w": torch.ones(10)}, weights_file)
     finally:
         config.save.compute_crc32 = old
+    with zipfile.ZipFile(weights_file) as archive:
+        assert all(member.CRC == 0 for member in archive.infolist())  # zipfile's own testzip would reject it
     assert check_torch_file(weights_file, "x") == weights_file
     assert torch.equal(load_checkpoint(weights_file)["w"], torch.ones(10))
