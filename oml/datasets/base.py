@@ -1,5 +1,6 @@
 """Datasets over a table in the oml format: training (with labels) and validation (query/gallery)."""
 
+import inspect
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
@@ -31,8 +32,8 @@ from oml.const import (
 from oml.interfaces.datasets import IDatasetQueryGallery, IDatasetWithLabels
 from oml.transforms.images.albumentations import get_normalisation_albu
 from oml.transforms.images.utils import TTransforms, apply_transforms, get_im_reader_for_transforms
-from oml.utils.dataframe_format import check_retrieval_dataframe_format
-from oml.utils.images.images import ImageReadError, TImage, TImReader
+from oml.utils.dataframe_format import check_dataframe, check_paths_inside_root
+from oml.utils.images.images import ImageReadError, TImage, TImReader, read_image_bytes
 
 TPath = Union[str, Path]
 
@@ -45,13 +46,19 @@ class BaseDataset(Dataset):
             columns ``x_1, x_2, y_1, y_2`` are used when present.
         extra_data: more per-row values to put in each item, ``{key: sequence of len(df)}``.
         transform: albumentations or torchvision transforms (default: albumentations normalisation).
-        dataset_root: folder that the paths are relative to.
+        dataset_root: folder that the paths are relative to. Relative paths must stay inside it and
+            absolute paths are accepted only if every path is absolute (``check_paths_inside_root``).
         f_imread: image reader; by default the one that suits ``transform``.
         cache_size: how many files to keep in an LRU cache of raw bytes (0 = no cache).
         *_key: the keys of the items.
+        allow_paths_outside_root: accept paths that leave ``dataset_root`` (``../x.jpg``) and absolute
+            paths among relative ones. OML read any path; here it is an explicit choice.
 
     Each item is a dict ``{input_tensors, labels, paths, idx, [categories], [x1, y1, x2, y2], **extra}``.
     A row without a box (all four empty) is the whole image.
+
+    Errors while reading an item name its row in the table given (the index label of ``df``: for the
+    datasets of ``get_retrieval_datasets``, the 0-based data row of the CSV file) and the image path.
     """
 
     def __init__(
@@ -71,12 +78,15 @@ class BaseDataset(Dataset):
         y1_key: str = Y1_KEY,
         y2_key: str = Y2_KEY,
         index_key: str = INDEX_KEY,
+        allow_paths_outside_root: bool = False,
     ):
-        missing = [c for c in (LABELS_COLUMN, PATHS_COLUMN) if c not in df.columns]
-        if missing:
-            raise ValueError(f"The dataframe misses the columns {missing}; it has {list(df.columns)}.")
+        _require_columns(df, (LABELS_COLUMN, PATHS_COLUMN))
+        # the caller's row of every item, for messages (positions if the index is not made of integers)
+        integer_index = pd.api.types.is_integer_dtype(df.index)
+        self._rows = df.index.tolist() if integer_index else list(range(len(df)))
         df = df.reset_index(drop=True).copy()
         if dataset_root is not None:
+            check_paths_inside_root(df[PATHS_COLUMN], dataset_root, allow_paths_outside_root, rows=self._rows)
             df[PATHS_COLUMN] = df[PATHS_COLUMN].apply(lambda p: str(Path(dataset_root) / str(p)))
         else:
             df[PATHS_COLUMN] = df[PATHS_COLUMN].astype(str)
@@ -121,9 +131,9 @@ class BaseDataset(Dataset):
     def read_bytes(self, path: str) -> bytes:
         """The raw bytes of a file, through the LRU cache when ``cache_size > 0``."""
         if self.cache_size <= 0:
-            return _read_file(path)
+            return read_image_bytes(path)
         if self._cache is None:
-            self._cache = lru_cache(maxsize=self.cache_size)(_read_file)
+            self._cache = lru_cache(maxsize=self.cache_size)(read_image_bytes)
         return self._cache(path)
 
     @property
@@ -135,20 +145,26 @@ class BaseDataset(Dataset):
         return len(self.df)
 
     def read_image(self, idx: int) -> TImage:
-        """The decoded image of row ``idx`` (not cropped, not transformed)."""
+        """The decoded image of item ``idx`` (not cropped, not transformed)."""
         path = self._paths[idx]
         try:
             return self.f_imread(self.read_bytes(path))
         except ImageReadError as e:
-            raise ImageReadError(f"Cannot read the image of row {idx}: {path} ({e})") from e
+            raise ImageReadError(f"Cannot read the image of row {self._rows[idx]}: {path} ({e})") from e
 
     def __getitem__(self, idx: int) -> Dict[str, Any]:
-        img = self.read_image(idx)
         item: Dict[str, Any] = {}
-        if self.has_bboxes:
-            img, (x1, y1, x2, y2) = self._crop(img, idx)
-            item.update({self.x1_key: x1, self.y1_key: y1, self.x2_key: x2, self.y2_key: y2})
-        item[self.input_tensors_key] = apply_transforms(self.transform, img)
+        try:
+            img = self.read_image(idx)
+            if self.has_bboxes:
+                img, (x1, y1, x2, y2) = self._crop(img, idx)
+                item.update({self.x1_key: x1, self.y1_key: y1, self.x2_key: x2, self.y2_key: y2})
+            item[self.input_tensors_key] = apply_transforms(self.transform, img)
+        except ImageReadError:
+            raise  # its message names the row and the path
+        except Exception as e:  # a custom reader or a transform failed: keep its type, add where it happened
+            e.add_note(f"(while reading row {self._rows[idx]} of the table: {self._paths[idx]})")
+            raise
         item[self.labels_key] = self._labels[idx]
         item[self.paths_key] = self._paths[idx]
         item[self.index_key] = idx
@@ -166,16 +182,15 @@ class BaseDataset(Dataset):
             return img, (0, 0, w, h)
         x1, y1, x2, y2 = int(x1), int(y1), int(min(x2, w)), int(min(y2, h))
         if x1 >= x2 or y1 >= y2:
-            raise ValueError(f"The box of row {idx} ({self._paths[idx]}) is outside of the {w}x{h} image.")
+            raise ValueError(f"The box of row {self._rows[idx]} ({self._paths[idx]}) is outside of the {w}x{h} image.")
         cropped = img[y1:y2, x1:x2] if is_array else img.crop((x1, y1, x2, y2))
         return cropped, (x1, y1, x2, y2)
 
 
-def _read_file(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise ImageReadError(f"Cannot read the image file {path}: {e.strerror or e}") from e
+def _require_columns(df: pd.DataFrame, columns: Tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"The dataframe misses the columns {missing}; it has {list(df.columns)}.")
 
 
 class DatasetWithLabels(BaseDataset, IDatasetWithLabels):
@@ -204,6 +219,8 @@ class DatasetWithLabels(BaseDataset, IDatasetWithLabels):
 class DatasetQueryGallery(BaseDataset, IDatasetQueryGallery):
     """Validation dataset: items also carry ``is_query`` and ``is_gallery`` flags."""
 
+    # The parameters repeat BaseDataset's in OML 0.4.4's order (dataset_root before transform, no index_key):
+    # a forced repetition of the public signature. They are forwarded by name through _BASE_PARAMETERS.
     def __init__(
         self,
         df: pd.DataFrame,
@@ -222,28 +239,11 @@ class DatasetQueryGallery(BaseDataset, IDatasetQueryGallery):
         y2_key: str = Y2_KEY,
         is_query_key: str = IS_QUERY_KEY,
         is_gallery_key: str = IS_GALLERY_KEY,
+        allow_paths_outside_root: bool = False,
     ):
-        missing = [c for c in (IS_QUERY_COLUMN, IS_GALLERY_COLUMN) if c not in df.columns]
-        if missing:
-            raise ValueError(
-                f"A query/gallery dataset needs the columns {missing}; the dataframe has {list(df.columns)}."
-            )
-        super().__init__(
-            df=df,
-            extra_data=extra_data,
-            dataset_root=dataset_root,
-            transform=transform,
-            f_imread=f_imread,
-            cache_size=cache_size,
-            input_tensors_key=input_tensors_key,
-            labels_key=labels_key,
-            paths_key=paths_key,
-            categories_key=categories_key,
-            x1_key=x1_key,
-            x2_key=x2_key,
-            y1_key=y1_key,
-            y2_key=y2_key,
-        )
+        _require_columns(df, (IS_QUERY_COLUMN, IS_GALLERY_COLUMN))
+        arguments = locals()
+        super().__init__(**{name: arguments[name] for name in _BASE_PARAMETERS if name in arguments})
         self.is_query_key = is_query_key
         self.is_gallery_key = is_gallery_key
         self._is_query = self.df[IS_QUERY_COLUMN].astype(bool).tolist()
@@ -256,6 +256,9 @@ class DatasetQueryGallery(BaseDataset, IDatasetQueryGallery):
         return item
 
 
+_BASE_PARAMETERS = tuple(inspect.signature(BaseDataset.__init__).parameters)[1:]
+
+
 def get_retrieval_datasets(
     dataset_root: TPath,
     transforms_train: Optional[TTransforms] = None,
@@ -265,27 +268,33 @@ def get_retrieval_datasets(
     dataframe_name: str = "df.csv",
     cache_size: Optional[int] = 0,
     verbose: bool = True,
+    allow_paths_outside_root: bool = False,
 ) -> Tuple[DatasetWithLabels, DatasetQueryGallery]:
     """Read ``dataset_root/dataframe_name``, check its format and build the train and validation datasets.
 
     Train labels are mapped to ``0..n_train_labels-1`` (in sorted order), as classification losses
-    such as ArcFace need; validation labels are kept as they are.
+    such as ArcFace need; validation labels are kept as they are. Errors while reading an image name
+    the row of the CSV file (0-based data row, as the format checker counts), not the row within the split.
+    ``allow_paths_outside_root`` is passed to the format check and the datasets.
     """
     dataset_root = Path(dataset_root)
-    df = pd.read_csv(dataset_root / dataframe_name)
-    check_retrieval_dataframe_format(df, dataset_root=dataset_root, verbose=verbose)
+    csv_path = dataset_root / dataframe_name
+    df = pd.read_csv(csv_path)
+    check_dataframe(df, str(csv_path), dataset_root, verbose=verbose, allow_paths_outside_root=allow_paths_outside_root)
 
-    df_train = df[df[SPLIT_COLUMN] == "train"].reset_index(drop=True)
+    # the splits keep the CSV's row numbers as their index, for the messages of the datasets
+    df_train = df[df[SPLIT_COLUMN] == "train"].copy()
     mapper = {label: i for i, label in enumerate(sorted(df_train[LABELS_COLUMN].unique()))}
     df_train[LABELS_COLUMN] = df_train[LABELS_COLUMN].map(mapper)
-    df_val = df[df[SPLIT_COLUMN] == "validation"].reset_index(drop=True)
+    df_val = df[df[SPLIT_COLUMN] == "validation"]
 
-    train_dataset = DatasetWithLabels(
-        df_train, dataset_root=dataset_root, transform=transforms_train, f_imread=f_imread_train, cache_size=cache_size
-    )
-    valid_dataset = DatasetQueryGallery(
-        df_val, dataset_root=dataset_root, transform=transforms_val, f_imread=f_imread_val, cache_size=cache_size
-    )
+    common: Dict[str, Any] = {
+        "dataset_root": dataset_root,
+        "cache_size": cache_size,
+        "allow_paths_outside_root": allow_paths_outside_root,
+    }
+    train_dataset = DatasetWithLabels(df_train, transform=transforms_train, f_imread=f_imread_train, **common)
+    valid_dataset = DatasetQueryGallery(df_val, transform=transforms_val, f_imread=f_imread_val, **common)
     return train_dataset, valid_dataset
 
 

@@ -15,12 +15,21 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 import torch
+from torch import nn
 
 import oml.const
 from oml.models.utils import TStateDict, unwrap_state_dict
-from oml.utils.io import DownloadError, calc_file_hash, download_checkpoint
+from oml.utils.io import (
+    DownloadError,
+    FileFormatError,
+    calc_file_hash,
+    check_torch_file,
+    describe_torch_object,
+    download_checkpoint,
+)
 
 TPath = Union[str, Path]
+_EXPECTED = "a checkpoint written by torch.save (a state dict or a Lightning checkpoint)"
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -47,14 +56,20 @@ def is_torchscript_archive(path: TPath) -> bool:
 def load_checkpoint(path: TPath) -> Any:
     """``torch.load`` a local file on CPU with ``weights_only=True`` (tensors, containers and numbers only).
 
+    Before unpickling, the file is checked by ``oml.utils.io.check_torch_file``: the CRC-32 checksums of the
+    ``torch.save`` zip container are verified (``torch.load`` does not verify them: in OML a flipped bit loaded
+    silently as a wrong weight), and empty, truncated or foreign files (a JPEG, an ONNX model, a text file, ...)
+    get a message that names the file and says what it is.
+
     Raises:
         FileNotFoundError: if there is no such file.
+        oml.utils.io.FileFormatError: if the file is empty, truncated, corrupted or not a ``torch.save`` file.
         UnsafeCheckpointError: if the file is a TorchScript archive or a pickle with other objects; the
             message says how to convert a trusted file.
     """
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise FileNotFoundError(f"There is no checkpoint file at {path}.")
+    path = check_torch_file(path, expected=_EXPECTED)
     if is_torchscript_archive(path):
         raise UnsafeCheckpointError(
             f"{path} is a TorchScript archive, which runs code when opened. Only TorchScript archives whose md5 "
@@ -64,17 +79,95 @@ def load_checkpoint(path: TPath) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():  # a damaged pickle, not a refused object
+            raise FileFormatError(
+                f"{path} is damaged: torch.load cannot unpickle it ({e}); expected {_EXPECTED}."
+            ) from e
         raise UnsafeCheckpointError(
             f"Refused to load {path}: it contains objects that are not plain tensors, containers or numbers, and "
             f"unpickling them could run code. If you trust the file, load it yourself with "
             f"torch.load(path, weights_only=False) and pass the state dict (or save it with torch.save and pass "
             f"the new path). Details: {e}"
         ) from e
+    except (EOFError, RuntimeError, OSError) as e:  # legacy pickles carry no checksum: truncation shows up here
+        reason = str(e) or "the file ends too early"
+        raise FileFormatError(
+            f"{path} is truncated or damaged: torch.load failed ({type(e).__name__}: {reason}); expected {_EXPECTED}."
+        ) from e
 
 
 def load_state_dict_file(path: TPath) -> TStateDict:
-    """A state dict from a local file (``load_checkpoint``, then the ``"state_dict"`` entry if present)."""
-    return unwrap_state_dict(load_checkpoint(path), source=f"checkpoint {path}")
+    """A state dict from a local file (``load_checkpoint``, then the ``"state_dict"`` entry if present).
+
+    Raises:
+        oml.utils.io.FileFormatError: besides the errors of ``load_checkpoint``, if the file holds no weights
+            (no tensors, or another file of ours such as a saved ``SearchIndex``): the message says what it holds.
+    """
+    content = load_checkpoint(path)
+    state_dict = unwrap_state_dict(content, source=f"checkpoint {path}")
+    # nested dicts stay legal: some releases wrap the weights as {"model": state_dict} (the extractors unwrap them)
+    has_tensors = any(
+        isinstance(value, torch.Tensor)
+        or (isinstance(value, dict) and any(isinstance(v, torch.Tensor) for v in value.values()))
+        for value in state_dict.values()
+    )
+    if not has_tensors or isinstance(state_dict.get("format"), str):
+        raise FileFormatError(
+            f"{path} holds {describe_torch_object(content)}, expected model weights (a state dict of tensors or a "
+            f"Lightning checkpoint with one)."
+        )
+    return state_dict
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A state dict does not fit a model (another architecture or another head): counts and a few examples."""
+
+
+def _examples(keys: List[str], n: int = 3) -> str:
+    shown = ", ".join(repr(key) for key in keys[:n])
+    return f"{shown}, ..." if len(keys) > n else shown
+
+
+def load_state_dict_strictly(module: nn.Module, state_dict: TStateDict, source: str) -> None:
+    """``module.load_state_dict(state_dict, strict=True)`` with a short message when they do not fit.
+
+    torch lists every missing and unexpected key and every shape mismatch, which for a checkpoint of another
+    architecture is kilobytes of text; this message gives the counts and a few examples of each.
+
+    Args:
+        module: the model to fill.
+        state_dict: the weights.
+        source: what the weights are, for the message (e.g. the path of the checkpoint).
+
+    Raises:
+        CheckpointMismatchError: if keys are missing or unexpected or shapes differ.
+    """
+    try:  # torch decides what fits (some modules accept older key names); only its message is replaced
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        raise CheckpointMismatchError(_describe_mismatch(module, state_dict, source, e)) from e
+
+
+def _describe_mismatch(module: nn.Module, state_dict: TStateDict, source: str, error: RuntimeError) -> str:
+    own = module.state_dict()
+    missing = [key for key in own if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in own]
+    reshaped = [
+        f"{key!r}: {tuple(state_dict[key].shape)} in the checkpoint, {tuple(own[key].shape)} in the model"
+        for key in own
+        if key in state_dict and isinstance(state_dict[key], torch.Tensor) and state_dict[key].shape != own[key].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of the model's {len(own)} keys are missing ({_examples(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} keys are unexpected ({_examples(unexpected)})")
+    if reshaped:
+        problems.append(f"{len(reshaped)} shapes differ ({'; '.join(reshaped[:3])})")
+    if not problems:  # an error raised by a loading hook of the module
+        problems.append(str(error)[:500])
+    hint = " It looks like the weights of another architecture." if len(missing) + len(reshaped) > len(own) // 2 else ""
+    return f"The weights from {source} do not fit {type(module).__name__}: {'; '.join(problems)}.{hint}"
 
 
 def load_torchscript_state_dict(path: TPath, expected_md5: str, submodule: Optional[str] = None) -> TStateDict:
@@ -162,6 +255,8 @@ def resolve_weights(weights: TPath, pretrained_models: Dict[str, Any], owner: st
 
 __all__ = [
     "UnsafeCheckpointError",
+    "CheckpointMismatchError",
+    "load_state_dict_strictly",
     "is_torchscript_archive",
     "load_checkpoint",
     "load_state_dict_file",

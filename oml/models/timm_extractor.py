@@ -8,7 +8,7 @@ import timm
 from torch import Tensor, nn
 
 from oml.interfaces.models import IExtractor
-from oml.models.checkpoint import load_state_dict_file, resolve_weights
+from oml.models.checkpoint import load_state_dict_file, load_state_dict_strictly, resolve_weights
 from oml.models.utils import TStateDict, init_on_meta, materialise, remove_criterion_in_state_dict
 from oml.utils.misc_torch import normalise
 
@@ -109,7 +109,7 @@ class TimmExtractor(IExtractor):
             for key, value in state_dict.items()
             if key in own or not any(key.startswith(f"{name}.") for name in classifiers)
         }
-        self.model.load_state_dict(state_dict, strict=True)
+        load_state_dict_strictly(self.model, state_dict, source=str(path))
 
     @property
     def feat_dim(self) -> int:

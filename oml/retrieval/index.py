@@ -14,6 +14,7 @@ tensor([[0.1000, 0.9000],
 ['dog']
 """
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -27,7 +28,7 @@ from oml.retrieval.backends import SearchBackend, get_backend
 from oml.retrieval.decision import calibrate_threshold, knn_vote
 from oml.transforms.images.utils import TTransforms
 from oml.utils.checks import check_embeddings, check_int
-from oml.utils.io import atomic_write
+from oml.utils.io import FileFormatError, atomic_write, check_torch_file, describe_torch_object
 from oml.utils.labels import encode_labels
 
 TPath = Union[str, Path]
@@ -239,7 +240,11 @@ class SearchIndex:
 
     # ------------------------------------------------------------------------------------------- persistence
     def save(self, path: TPath) -> None:
-        """Save to one file with ``torch.save`` (tensors, strings and numbers only: ``load`` uses weights_only)."""
+        """Save to one file with ``torch.save`` (tensors, strings and numbers only: ``load`` uses weights_only).
+
+        The file is written atomically (``oml.utils.io.atomic_write``) and its parts carry CRC-32 checksums,
+        which ``load`` verifies.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         content: Dict[str, Any] = {
@@ -251,18 +256,34 @@ class SearchIndex:
             "backend_params": dict(self.backend.params),
             "backend_state": self.backend.serialize(),
         }
-        with atomic_write(path) as tmp:
-            torch.save(content, tmp)
+        # through a file object, so the archive inside is named "archive" and not after the temporary file
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            torch.save(content, f)
 
     @classmethod
     def load(cls, path: TPath) -> "SearchIndex":
-        """Load an index saved by ``save`` (``torch.load(weights_only=True)``: no code runs while reading)."""
-        path = Path(path)
-        if not path.is_file():
+        """Load an index saved by ``save`` (``torch.load(weights_only=True)``: no code runs while reading).
+
+        The file is verified first (``oml.utils.io.check_torch_file``: the CRC-32 checksums of the ``torch.save``
+        container), so a damaged copy is refused instead of answering queries with wrong vectors.
+
+        Raises:
+            FileNotFoundError: if there is no such file.
+            oml.utils.io.FileFormatError: if the file is empty, truncated, corrupted, of another kind, or another
+                ``torch.save`` file (e.g. model weights); the message names the file and says what it holds.
+        """
+        if not Path(path).is_file():
             raise FileNotFoundError(f"There is no search index file at {path}.")
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        expected = f"a search index saved by SearchIndex.save ({INDEX_FORMAT})"
+        path = check_torch_file(path, expected=expected)
+        try:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as e:
+            raise FileFormatError(
+                f"{path} cannot be read by torch.load ({type(e).__name__}: {e}); expected {expected}."
+            ) from e
         if not isinstance(content, dict) or content.get("format") != INDEX_FORMAT:
-            raise ValueError(f"{path} is not a search index saved by SearchIndex.save ({INDEX_FORMAT}).")
+            raise FileFormatError(f"{path} holds {describe_torch_object(content)}, not {expected}.")
         index = cls.__new__(cls)
         index.embeddings = check_embeddings(content["embeddings"], "embeddings")
         index.ids = _plain_keys(content["ids"], len(index.embeddings), "ids")  # type: ignore[assignment]

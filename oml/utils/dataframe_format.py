@@ -6,7 +6,7 @@ A dataset is a table with one row per image:
 column         meaning
 =============  ==============================================================
 label          int, the id of the entity (product, person, ...) on the image
-path           image path, absolute or relative to ``dataset_root``
+path           image path relative to ``dataset_root`` (and inside it), or absolute in every row
 split          ``train`` or ``validation``
 is_query       validation rows: True/False; train rows: empty
 is_gallery     validation rows: True/False; train rows: empty
@@ -15,9 +15,10 @@ x_1,x_2,y_1,y_2 (optional) integer box: left, right, top, bottom; empty = whole 
 =============  ==============================================================
 """
 
+import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -79,26 +80,32 @@ def check_retrieval_dataframe_format(
     dataset_root: Optional[Union[Path, str]] = None,
     sep: str = ",",
     verbose: bool = True,
+    allow_paths_outside_root: bool = False,
 ) -> None:
     """Check that a dataset table follows the format; raise ``DataFrameFormatError`` at the first violation.
 
     Rules: the obligatory columns exist; ``split`` is ``train`` or ``validation``; train rows have empty
     ``is_query``/``is_gallery``; validation rows have boolean flags and are a query, a gallery item or
-    both; labels are integers; paths are non-empty; every query has a gallery item with the same label
-    other than itself; every image exists under ``dataset_root``; bounding boxes are all four columns,
-    integer, non-negative and with ``x_1 < x_2``, ``y_1 < y_2``. A label with several categories only
-    gives a warning (when ``verbose``).
+    both, and a validation split has at least one query and one gallery item; labels are integers; paths
+    are non-empty; every query has a gallery item with the same label other than itself; paths stay inside
+    ``dataset_root`` (see ``check_paths_inside_root``); every image exists under ``dataset_root``; bounding
+    boxes are all four columns, integer, non-negative and with ``x_1 < x_2``, ``y_1 < y_2`` (errors name
+    the column). A label with several categories only gives a warning (when ``verbose``).
 
     OML 0.4.4 raised a bare ``AssertionError``; ours is a ``ValueError`` subclass that names the rule,
     the column and the first offending rows (0-based positions of the data rows), labels or paths.
-    OML also let a query through whose only same-label gallery item was itself, which then failed
-    deep inside validation; here it is caught by the format check.
+    OML also let a query through whose only same-label gallery item was itself, or a validation split
+    without queries, which then failed deep inside validation, after the first training epoch; here they
+    are caught by the format check. OML read ``../../x.jpg`` or ``/etc/passwd`` from a table of relative
+    paths; here such paths are refused unless ``allow_paths_outside_root=True``.
 
     Args:
         df: a DataFrame or the path of a CSV file.
         dataset_root: folder that relative paths are resolved against (default: as they are).
         sep: CSV separator, when ``df`` is a path.
         verbose: warn about labels that belong to several categories.
+        allow_paths_outside_root: accept relative paths that leave ``dataset_root`` (``../x.jpg``) and
+            absolute paths in a table of relative ones (by default they are errors).
 
     >>> frame = pd.DataFrame({"label": [0, 0], "path": ["a.jpg", "b.jpg"], "split": ["train", "train"],
     ...                       "is_query": [None, None], "is_gallery": [None, None]})
@@ -114,6 +121,17 @@ def check_retrieval_dataframe_format(
         df = pd.read_csv(df, sep=sep)
     else:
         source = "dataframe"
+    check_dataframe(df, source, dataset_root, verbose=verbose, allow_paths_outside_root=allow_paths_outside_root)
+
+
+def check_dataframe(
+    df: pd.DataFrame,
+    source: str,
+    dataset_root: Optional[Union[Path, str]] = None,
+    verbose: bool = True,
+    allow_paths_outside_root: bool = False,
+) -> None:
+    """``check_retrieval_dataframe_format`` of a table already read; ``source`` names it in the messages."""
     df = df.reset_index(drop=True)
 
     if len(df) == 0:
@@ -148,6 +166,16 @@ def check_retrieval_dataframe_format(
                 f"every validation row must be a query, a gallery item or both; rows {_preview(neither)} "
                 f"have is_query and is_gallery both False.",
             )
+        for flags, column, role in (
+            (is_query, IS_QUERY_COLUMN, "query"),
+            (is_gallery, IS_GALLERY_COLUMN, "gallery item"),
+        ):
+            if not flags.any():
+                _fail(
+                    source,
+                    f"the validation split ({len(val)} rows) has no {role}: column {column!r} is False in every "
+                    f"validation row, so validation would fail after the first training epoch.",
+                )
 
     if df[LABELS_COLUMN].isna().any():
         _fail(source, f"column 'label' has empty values in rows {_preview(df.index[df[LABELS_COLUMN].isna()])}.")
@@ -174,6 +202,8 @@ def check_retrieval_dataframe_format(
     if len(val):
         _check_queries_have_gallery(val, is_query, is_gallery, source)
 
+    if dataset_root is not None:
+        check_paths_inside_root(df[PATHS_COLUMN], dataset_root, allow_paths_outside_root, source)
     root = Path(dataset_root) if dataset_root is not None else Path("")
     missing_files = [p for p in df[PATHS_COLUMN] if not (root / str(p)).is_file()]
     if missing_files:
@@ -201,6 +231,62 @@ def check_retrieval_dataframe_format(
             )
 
 
+def check_paths_inside_root(
+    paths: Iterable[Any],
+    dataset_root: Union[Path, str],
+    allow_paths_outside_root: bool = False,
+    source: str = "dataframe",
+    rows: Optional[Sequence[Any]] = None,
+) -> None:
+    """Refuse image paths that would read files outside ``dataset_root``, naming the table, the row and the path.
+
+    A table is either made of paths relative to ``dataset_root`` that stay inside it (``images/a.jpg``,
+    not ``../../x.jpg``), or made of absolute paths only (then ``dataset_root`` does not change them). The
+    check is lexical: ``..`` is resolved, symbolic links inside the root are followed (where they lead is
+    the owner's choice), and no file is touched.
+
+    Args:
+        paths: the ``path`` column.
+        dataset_root: the folder the relative paths are read from.
+        allow_paths_outside_root: accept relative paths that leave the root and absolute paths mixed with
+            relative ones.
+        source: the table, for the message.
+        rows: the row of each path, for the message (default: 0-based positions).
+
+    Raises:
+        DataFrameFormatError: naming the first offending rows and their paths.
+    """
+    if allow_paths_outside_root:
+        return
+    paths = [str(p) for p in paths]
+    rows = list(rows) if rows is not None else list(range(len(paths)))
+    is_abs = [os.path.isabs(p) for p in paths]
+    if all(is_abs):
+        return
+    absolute = [i for i, a in enumerate(is_abs) if a]
+    if absolute:
+        _fail(
+            source,
+            f"{len(absolute)} of the {len(paths)} paths are absolute while the others are relative to "
+            f"dataset_root={str(dataset_root)!r}: rows {_preview([rows[i] for i in absolute])}, paths "
+            f"{_preview([paths[i] for i in absolute])}. Use relative paths (or absolute paths in every row), or "
+            f"pass allow_paths_outside_root=True if these files are meant to be read.",
+        )
+    root = os.path.normpath(str(dataset_root))
+    prefix = root if root.endswith(os.sep) else root + os.sep
+    # only paths with a ".." part can leave the root: the rest is not normalised (fast on big tables)
+    escaping = [
+        i for i, p in enumerate(paths) if ".." in p and not os.path.normpath(os.path.join(root, p)).startswith(prefix)
+    ]
+    if escaping:
+        _fail(
+            source,
+            f"{len(escaping)} paths lead outside dataset_root={str(dataset_root)!r}: rows "
+            f"{_preview([rows[i] for i in escaping])}, paths {_preview([paths[i] for i in escaping])}. Move the "
+            f"files inside the root, or pass allow_paths_outside_root=True if these files are meant to be read.",
+        )
+
+
 def _check_queries_have_gallery(val: pd.DataFrame, is_query: pd.Series, is_gallery: pd.Series, source: str) -> None:
     labels = val[LABELS_COLUMN]
     gallery_counts = labels[is_gallery].value_counts()
@@ -217,39 +303,52 @@ def _check_queries_have_gallery(val: pd.DataFrame, is_query: pd.Series, is_galle
         )
 
 
+def _columns_and_rows(flags: pd.DataFrame) -> Optional[str]:
+    """``"column 'x_2' in rows [1, 5]; column 'y_1' in rows [3]"`` for a boolean table of offending cells."""
+    parts = [
+        f"column {column!r} in rows {_preview(flags.index[flags[column]])}" for column in flags if flags[column].any()
+    ]
+    return "; ".join(parts) or None
+
+
 def _check_bboxes(df: pd.DataFrame, source: str) -> None:
     present = [c for c in BBOXES_COLUMNS if c in df.columns]
     if not present:
         return
     if len(present) != len(BBOXES_COLUMNS):
+        missing = [c for c in BBOXES_COLUMNS if c not in present]
         _fail(
             source,
-            f"bounding boxes need all of the columns {BBOXES_COLUMNS}; only {present} are present.",
+            f"bounding boxes need all of the columns {BBOXES_COLUMNS}; only {present} are present "
+            f"(missing: {missing}).",
         )
     boxes = df[BBOXES_COLUMNS].apply(pd.to_numeric, errors="coerce")
-    non_numeric = df.index[(boxes.isna() & df[BBOXES_COLUMNS].notna()).any(axis=1)].tolist()
+    non_numeric = _columns_and_rows(boxes.isna() & df[BBOXES_COLUMNS].notna())
     if non_numeric:
-        _fail(source, f"bounding box columns must be numbers; rows {_preview(non_numeric)} are not.")
+        _fail(source, f"bounding box coordinates must be numbers; {non_numeric} are not.")
     n_missing = boxes.isna().sum(axis=1)
-    partial = df.index[(n_missing > 0) & (n_missing < 4)].tolist()
+    partial = _columns_and_rows(boxes.isna() & ((n_missing > 0) & (n_missing < 4)).to_numpy()[:, None])
     if partial:
         _fail(
-            source, f"a bounding box is either all 4 of {BBOXES_COLUMNS} or none; rows {_preview(partial)} are partial."
+            source,
+            f"a bounding box is either all 4 of {BBOXES_COLUMNS} or none; these cells are empty in partial "
+            f"boxes: {partial}.",
         )
     full = boxes[n_missing == 0]
-    fractional = full.index[(full != full.round()).any(axis=1)].tolist()
+    fractional = _columns_and_rows(full != full.round())
     if fractional:
-        _fail(source, f"bounding box coordinates must be integers; rows {_preview(fractional)} are not.")
-    negative = full.index[(full < 0).any(axis=1)].tolist()
+        _fail(source, f"bounding box coordinates must be integers; {fractional} are not.")
+    negative = _columns_and_rows(full < 0)
     if negative:
-        _fail(source, f"bounding box coordinates must be >= 0; rows {_preview(negative)} are negative.")
-    degenerate = full.index[(full[X1_COLUMN] >= full[X2_COLUMN]) | (full[Y1_COLUMN] >= full[Y2_COLUMN])].tolist()
-    if degenerate:
-        _fail(
-            source,
-            f"bounding boxes need x_1 < x_2 and y_1 < y_2 (x_1 left, x_2 right, y_1 top, y_2 bottom); "
-            f"rows {_preview(degenerate)} break it.",
-        )
+        _fail(source, f"bounding box coordinates must be >= 0; {negative} are negative.")
+    for low, high, meaning in ((X1_COLUMN, X2_COLUMN, "left < right"), (Y1_COLUMN, Y2_COLUMN, "top < bottom")):
+        bad = full.index[full[low] >= full[high]].tolist()
+        if bad:
+            _fail(
+                source,
+                f"bounding boxes need {low} < {high} ({meaning}; x_1 left, x_2 right, y_1 top, y_2 bottom); "
+                f"rows {_preview(bad)} have {low} >= {high}.",
+            )
 
 
-__all__ = ["DataFrameFormatError", "check_retrieval_dataframe_format"]
+__all__ = ["DataFrameFormatError", "check_retrieval_dataframe_format", "check_dataframe", "check_paths_inside_root"]

@@ -1,4 +1,4 @@
-"""Atomic writes, hashes, and downloads of checkpoints: progress bar, md5 check, several sources."""
+"""Atomic writes, integrity checks of the files we read, hashes, and downloads (progress bar, md5, several sources)."""
 
 import contextlib
 import hashlib
@@ -7,9 +7,11 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Any, Iterator, List, Optional, Sequence, Union
 
+import torch
 from tqdm.auto import tqdm
 
 from oml.const import CKPT_SAVE_ROOT, REQUESTS_TIMEOUT
@@ -53,6 +55,143 @@ def write_bytes_atomic(path: TPath, content: bytes) -> None:
     """Write ``content`` to ``path`` atomically (see :func:`atomic_write`)."""
     with atomic_write(path) as tmp:
         tmp.write_bytes(content)
+
+
+class FileFormatError(ValueError):
+    """A file is empty, truncated, corrupted or of another kind than expected (the message names the file)."""
+
+
+# (first bytes, what the file is): files that users pass by mistake where a torch.save file is expected
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (e.g. a Keras model)"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"\x1f\x8b", "a gzip-compressed file"),
+    (b"%PDF", "a PDF document"),
+    (b"\x7fELF", "an executable (ELF)"),
+)
+_HEAD = 64
+
+
+def describe_file_start(head: bytes) -> Optional[str]:
+    r"""What a file is, judged by its first bytes (``"a JPEG image"``, ``"an ONNX model"``, ...), or None.
+
+    Files in PyTorch's own formats (a zip archive, a pickle) give None.
+
+    >>> describe_file_start(b"\xff\xd8\xff\xe0")
+    'a JPEG image'
+    >>> describe_file_start(b"epoch,loss\n0,1.5\n")
+    "a text file (it starts with 'epoch,loss\\n0,1.5\\n')"
+    >>> describe_file_start(b"PK\x03\x04") is None
+    True
+    """
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    if len(head) >= 10 and head[8:10] == b'{"' and int.from_bytes(head[:8], "little") < 1 << 30:
+        return "a safetensors file (load it with safetensors.torch.load_file and pass the state dict)"
+    # an ONNX ModelProto starts with field 1 (ir_version, a small varint) and then field 2 (producer_name)
+    if len(head) >= 3 and head[0] == 0x08 and head[1] < 0x80 and head[2] in (0x12, 0x3A):
+        return "an ONNX model"
+    if head[:1] == b"\x80" or head[:2] == b"PK":  # pickle protocol 2+ (torch's legacy format), zip (torch's format)
+        return None
+    text = head.decode("utf-8", errors="ignore")
+    if text and all(c.isprintable() or c in "\t\r\n" for c in text):
+        return f"a text file (it starts with {text[:40]!r})"
+    return None
+
+
+def check_torch_file(path: TPath, expected: str) -> Path:
+    """Check a file before ``torch.load``: it exists, is not empty, is of the right kind and is intact.
+
+    Files written by ``torch.save`` are zip archives whose parts carry CRC-32 checksums: every part is read
+    and checked, so a flipped bit, a truncated copy or a half-written file is refused before unpickling
+    (``torch.load`` itself does not check them). Files in torch's legacy pickle format carry no checksum and
+    are only checked for being non-empty. Parts stored with a zero CRC (``torch.serialization.config.save.
+    compute_crc32 = False``) are not checked.
+
+    Args:
+        path: the file.
+        expected: what the file should be, for the messages (e.g. ``"a checkpoint written by torch.save"``).
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        FileNotFoundError: if there is no such file.
+        FileFormatError: if the file is empty, of another kind (a JPEG, an ONNX model, a text file, ...),
+            truncated or corrupted; the message names the file, says what it is and what was expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"There is no file at {path} (expected {expected}).")
+    size = path.stat().st_size
+    if size == 0:
+        raise FileFormatError(f"{path} is empty (0 bytes); expected {expected}.")
+    with open(path, "rb") as f:
+        head = f.read(_HEAD)
+    kind = describe_file_start(head)
+    if kind is not None:
+        raise FileFormatError(f"{path} is {kind}, not {expected}.")
+    if not head.startswith(b"PK"):
+        return path  # torch's legacy (pickle) format: no checksum to verify
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if not any(m.filename.endswith("data.pkl") for m in members):
+                names = [m.filename for m in members[:5]]
+                raise FileFormatError(f"{path} is a zip archive (with {names}...), not {expected}.")
+            for member in members:
+                _check_crc(archive, member, path)
+    except zipfile.BadZipFile as e:
+        raise FileFormatError(
+            f"{path} is truncated or damaged ({size} bytes; the zip container of torch.save cannot be read: {e}); "
+            f"expected {expected}. Was the copy or the write interrupted?"
+        ) from e
+    return path
+
+
+def _check_crc(archive: zipfile.ZipFile, member: zipfile.ZipInfo, path: Path) -> None:
+    if member.CRC == 0 and member.file_size > 0:
+        return  # written without checksums
+    try:
+        with archive.open(member) as data:  # zipfile checks the CRC-32 when the part has been read to its end
+            while data.read(_CHUNK):
+                pass
+    except zipfile.BadZipFile as e:
+        raise FileFormatError(
+            f"{path} is corrupted: its part {member.filename!r} does not match its CRC-32 checksum ({e}). The file "
+            f"changed after it was written (a damaged disk or copy); restore it from a backup or write it again."
+        ) from e
+
+
+def describe_torch_object(obj: Any) -> str:
+    """A short description of what ``torch.load`` returned, for error messages (no long key lists).
+
+    >>> describe_torch_object({"a": torch.zeros(1), "b": torch.zeros(2)})
+    "a state dict of 2 tensors (keys 'a', 'b')"
+    >>> describe_torch_object({"epoch": 3, "state_dict": {}, "pytorch-lightning_version": "2.6"})
+    "a Lightning checkpoint (keys 'epoch', 'state_dict', 'pytorch-lightning_version')"
+    """
+    if isinstance(obj, dict):
+        keys = list(obj)
+        shown = ", ".join(repr(k) for k in keys[:5]) + (f", ... ({len(keys)} keys)" if len(keys) > 5 else "")
+        if "pytorch-lightning_version" in obj or ("state_dict" in obj and "epoch" in obj):
+            return f"a Lightning checkpoint (keys {shown})"
+        if isinstance(obj.get("format"), str):
+            return f"a file of format {obj['format']!r} (keys {shown})"
+        if keys and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return f"a state dict of {len(keys)} tensors (keys {shown})"
+        return f"a dict (keys {shown})" if keys else "an empty dict"
+    if isinstance(obj, torch.Tensor):
+        return f"a single tensor of shape {tuple(obj.shape)}"
+    return f"a {type(obj).__name__}"
 
 
 class DownloadError(RuntimeError):
@@ -192,6 +331,12 @@ def download_checkpoint_one_of(
 
 
 __all__ = [
+    "atomic_write",
+    "write_bytes_atomic",
+    "FileFormatError",
+    "describe_file_start",
+    "check_torch_file",
+    "describe_torch_object",
     "DownloadError",
     "calc_file_hash",
     "calc_folder_hash",

@@ -64,10 +64,22 @@ INVALID = {
     ),
     "missing file": (_set("path", 1, "nope.jpg"), "1 image files do not exist"),
     "partial bbox columns": (lambda df: df.drop(columns=["y_2"]), "only ['x_1', 'x_2', 'y_1'] are present"),
-    "partial bbox row": (_set("x_1", 0, np.nan), "rows [0] are partial"),
-    "non-integer bbox": (_set("x_2", 1, 6.5), "must be integers; rows [1]"),
-    "negative bbox": (_set("y_1", 3, -1), "must be >= 0; rows [3]"),
-    "degenerate bbox": (_set("x_2", 4, 0), "x_1 < x_2 and y_1 < y_2"),
+    "partial bbox row": (_set("x_1", 0, np.nan), "empty in partial boxes: column 'x_1' in rows [0]"),
+    "non-numeric bbox": (_set("y_2", 5, "ten"), "must be numbers; column 'y_2' in rows [5] are not"),
+    "non-integer bbox": (_set("x_2", 1, 6.5), "must be integers; column 'x_2' in rows [1]"),
+    "negative bbox": (_set("y_1", 3, -1), "must be >= 0; column 'y_1' in rows [3]"),
+    "degenerate bbox x": (_set("x_2", 4, 0), "rows [4] have x_1 >= x_2"),
+    "degenerate bbox y": (_set("y_1", 7, 5), "rows [7] have y_1 >= y_2"),
+    "no validation query": (
+        lambda df: df.assign(is_query=[None] * 4 + [False] * 4, is_gallery=[None] * 4 + [True] * 4),
+        "has no query: column 'is_query' is False in every validation row",
+    ),
+    "no validation gallery": (
+        lambda df: df.assign(is_gallery=[None] * 4 + [False] * 4, is_query=[None] * 4 + [True] * 4),
+        "has no gallery item: column 'is_gallery' is False",
+    ),
+    "path outside root": (_set("path", 2, "../2.jpg"), "1 paths lead outside dataset_root"),
+    "absolute among relative": (_set("path", 3, "/etc/passwd"), "rows [3], paths [/etc/passwd]"),
     "empty category": (_set("category", 7, None), "'category' has empty values in rows [7]"),
 }
 

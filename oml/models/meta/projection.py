@@ -9,7 +9,7 @@ from torchvision.ops import MLP
 
 from oml.const import STORAGE_CKPTS
 from oml.interfaces.models import IExtractor, IFreezable
-from oml.models.checkpoint import load_state_dict_file, resolve_weights
+from oml.models.checkpoint import load_state_dict_file, load_state_dict_strictly, resolve_weights
 from oml.models.utils import remove_criterion_in_state_dict, remove_prefix_from_state_dict
 from oml.models.vit_dino.extractor import ViTExtractor
 
@@ -70,7 +70,7 @@ class ExtractorWithMLP(IExtractor, IFreezable):
             path = resolve_weights(weights, self.pretrained_models, type(self).__name__)
             state_dict = remove_criterion_in_state_dict(load_state_dict_file(path))
             state_dict = remove_prefix_from_state_dict(state_dict, trial_key="extractor.")
-            self.load_state_dict(state_dict, strict=True)
+            load_state_dict_strictly(self, state_dict, source=str(path))
 
     @classmethod
     def from_pretrained(cls, weights: str) -> "ExtractorWithMLP":

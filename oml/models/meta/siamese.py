@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torchvision.ops import MLP
 
 from oml.interfaces.models import IExtractor, IFreezable, IPairwiseModel
-from oml.models.checkpoint import load_state_dict_file
+from oml.models.checkpoint import load_state_dict_file, load_state_dict_strictly
 from oml.models.utils import remove_prefix_from_state_dict
 from oml.utils.misc_torch import elementwise_dist
 
@@ -112,7 +112,7 @@ class ConcatSiamese(IPairwiseModel, IFreezable):
         self.head = head
         if weights is not None:
             state_dict = remove_prefix_from_state_dict(load_state_dict_file(weights), trial_key="extractor.")
-            self.load_state_dict(state_dict, strict=True)
+            load_state_dict_strictly(self, state_dict, source=str(weights))
 
     def forward(self, x1: Tensor, x2: Tensor) -> Tensor:
         if x1.shape != x2.shape:

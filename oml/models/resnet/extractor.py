@@ -10,7 +10,7 @@ from torchvision.models import ResNet, resnet18, resnet34, resnet50, resnet101, 
 
 from oml.const import MEAN, STD
 from oml.interfaces.models import IExtractor
-from oml.models.checkpoint import load_state_dict_file, resolve_weights
+from oml.models.checkpoint import load_state_dict_file, load_state_dict_strictly, resolve_weights
 from oml.models.resnet.pooling import GEM
 from oml.models.utils import (
     TStateDict,
@@ -134,7 +134,7 @@ class ResnetExtractor(IExtractor):
         state_dict = remove_prefix_from_state_dict(state_dict, trial_key="layer4.")
         if self.remove_fc:
             state_dict = {key: value for key, value in state_dict.items() if not key.startswith("fc.")}
-        self.model.load_state_dict(state_dict, strict=True)
+        load_state_dict_strictly(self.model, state_dict, source=str(path))
 
     @property
     def feat_dim(self) -> int:

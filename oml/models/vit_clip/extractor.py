@@ -12,6 +12,7 @@ from oml.models.checkpoint import (
     download_pretrained,
     is_torchscript_archive,
     load_state_dict_file,
+    load_state_dict_strictly,
     load_torchscript_state_dict,
 )
 from oml.models.utils import TStateDict, filter_state_dict, init_on_meta, materialise, remove_criterion_in_state_dict
@@ -129,7 +130,7 @@ class ViTCLIPExtractor(IExtractor):
             self.visual: CLIPVisionTransformer = build_clip_vit(arch)
         if weights is not None:
             materialise(self.visual)
-            self._load(self._read_weights(weights))
+            self._load(self._read_weights(weights), source=str(weights))
 
     def _read_weights(self, weights: Union[str, Path]) -> TStateDict:
         if isinstance(weights, str) and weights in self.pretrained_models:
@@ -156,13 +157,13 @@ class ViTCLIPExtractor(IExtractor):
             return load_torchscript_state_dict(path, md5, submodule="visual")
         return load_state_dict_file(path)
 
-    def _load(self, state_dict: TStateDict) -> None:
+    def _load(self, state_dict: TStateDict, source: str) -> None:
         state_dict = remove_criterion_in_state_dict(state_dict)
         # ruCLIP and OML keep the tower under "visual." (after any other prefix); the rest is the text tower
         moved = {key: value for key, value in state_dict.items() if "visual." not in key}
         moved.update({key.split("visual.", 1)[1]: value for key, value in state_dict.items() if "visual." in key})
         own_keys = self.visual.state_dict().keys()
-        self.visual.load_state_dict(filter_state_dict(moved, own_keys), strict=True)
+        load_state_dict_strictly(self.visual, filter_state_dict(moved, own_keys), source=source)
 
     @property
     def feat_dim(self) -> int:

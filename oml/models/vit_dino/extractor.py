@@ -10,7 +10,7 @@ from torch import Tensor
 
 from oml.const import STORAGE_CKPTS
 from oml.interfaces.models import IExtractor
-from oml.models.checkpoint import load_state_dict_file, resolve_weights
+from oml.models.checkpoint import load_state_dict_file, load_state_dict_strictly, resolve_weights
 from oml.models.utils import init_on_meta, materialise, remove_criterion_in_state_dict, remove_prefix_from_state_dict
 from oml.models.vit_dino.model import ARCHS, DinoVisionTransformer, vitb8, vitb16, vits8, vits16
 from oml.models.vit_dino.visualisation import vis_vit
@@ -150,7 +150,7 @@ class ViTExtractor(IExtractor):
     def _load(self, path: Path) -> None:
         state_dict = remove_criterion_in_state_dict(load_state_dict_file(path))
         state_dict = remove_prefix_from_state_dict(state_dict, trial_key="norm.bias")
-        self.model.load_state_dict(state_dict, strict=True)
+        load_state_dict_strictly(self.model, state_dict, source=str(path))
 
     @property
     def feat_dim(self) -> int:

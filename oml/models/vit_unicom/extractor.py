@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, Optional, Union
 from torch import Tensor
 
 from oml.interfaces.models import IExtractor
-from oml.models.checkpoint import load_state_dict_file, resolve_weights
+from oml.models.checkpoint import load_state_dict_file, load_state_dict_strictly, resolve_weights
 from oml.models.utils import init_on_meta, materialise, remove_criterion_in_state_dict, remove_prefix_from_state_dict
 from oml.models.vit_unicom.model import ARCHS, UnicomVisionTransformer, build_unicom_vit
 from oml.utils.misc_torch import normalise
@@ -104,7 +104,7 @@ class ViTUnicomExtractor(IExtractor):
     def _load(self, path: Path) -> None:
         state_dict = remove_criterion_in_state_dict(load_state_dict_file(path))
         state_dict = remove_prefix_from_state_dict(state_dict, trial_key="norm.bias")
-        self.model.load_state_dict(state_dict, strict=True)
+        load_state_dict_strictly(self.model, state_dict, source=str(path))
 
     @property
     def feat_dim(self) -> int:

@@ -1,5 +1,6 @@
 """Image readers (always RGB), drawing helpers and a broken-image finder."""
 
+import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -7,17 +8,22 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from oml.const import PAD_COLOR, TColor
 
 TImage = Union[Image.Image, np.ndarray]
 TImReader = Callable[[Union[Path, str, bytes]], TImage]
 TBBox = Tuple[float, float, float, float]
+_EXIF_ORIENTATION = 0x0112
+_PNM_MAGICS = (b"P1", b"P2", b"P3", b"P4", b"P5", b"P6")
+# 3 channels (gray, palette and alpha images converted), EXIF orientation applied, 16 bits kept
+_CV2_GIVES_RGB = hasattr(cv2, "IMREAD_COLOR_RGB")  # OpenCV >= 4.10
+_CV2_FLAGS = (cv2.IMREAD_COLOR_RGB if _CV2_GIVES_RGB else cv2.IMREAD_COLOR) | cv2.IMREAD_ANYDEPTH
 
 
 class ImageReadError(OSError):
-    """An image file is missing or cannot be decoded (the message names the file)."""
+    """An image file is missing, empty or cannot be decoded (the message names the file)."""
 
 
 def tensor_to_numpy_image(img: torch.Tensor) -> np.ndarray:
@@ -27,45 +33,119 @@ def tensor_to_numpy_image(img: torch.Tensor) -> np.ndarray:
     return (img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
 
-def _read_bytes(im_src: Union[Path, str, bytes]) -> bytes:
-    if isinstance(im_src, bytes):
-        return im_src
+def read_image_bytes(path: Union[Path, str]) -> bytes:
+    """The raw bytes of an image file; ``ImageReadError`` naming the file if it cannot be read or is empty."""
     try:
-        return Path(im_src).read_bytes()
+        content = Path(path).read_bytes()
     except OSError as e:
-        raise ImageReadError(f"Cannot read the image file {im_src}: {e.strerror or e}") from e
+        raise ImageReadError(f"Cannot read the image file {path}: {e.strerror or e}") from e
+    if not content:
+        raise ImageReadError(f"The image file {path} is empty (0 bytes).")
+    return content
 
 
 def _name(im_src: Union[Path, str, bytes]) -> str:
     return "<bytes>" if isinstance(im_src, bytes) else str(im_src)
 
 
-def imread_cv2(im_src: Union[Path, str, bytes]) -> np.ndarray:
-    """Read an image with OpenCV as an RGB ``uint8`` array ``H x W x 3`` (grayscale and RGBA converted)."""
-    buffer = np.frombuffer(_read_bytes(im_src), dtype=np.uint8)
-    img = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+def _bit_depth(img: Image.Image) -> Optional[int]:
+    """Bits per sample of a single-channel integer image that is not 8-bit, or None if unknown."""
+    if img.mode.startswith("I;16"):
+        return 16
+    if img.mode == "I":
+        if img.format in ("PNG", "PPM"):  # 16-bit PNG; PGM with maxval > 255 (Pillow scales it to 16 bits)
+            return 16
+        if img.format == "TIFF":
+            bits = img.tag_v2.get(258, ())  # BitsPerSample
+            bits = bits if isinstance(bits, tuple) else (bits,)
+            if bits and all(b == 16 for b in bits):
+                return 16
+    return None
+
+
+def _to_rgb(img: Image.Image, bit_depth: Optional[int], name: str) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB: high bit depths scaled by their depth, alpha dropped, palettes expanded."""
+    if img.mode == "RGB":
+        return img
+    if bit_depth is not None:
+        # scaled by the depth of the format, not by each image's range: a flat grey stays that grey.
+        # ">> 8" is also what Pillow does for 16-bit RGB(A) files, so every 16-bit layout agrees.
+        values = np.asarray(img).astype(np.int64) >> (bit_depth - 8)
+        return Image.fromarray(values.clip(0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode in ("I", "F") or img.mode.startswith("I;"):
+        raise ImageReadError(
+            f"Cannot read the image {name}: its pixels are {'floats' if img.mode == 'F' else '32-bit integers'} "
+            f"(Pillow mode {img.mode!r}), which have no standard range; save it with 8 or 16 bits per channel."
+        )
+    # "1", "L", "P", "PA", "LA", "RGBA", "CMYK", "YCbCr", ...: alpha is dropped (as OML did), palettes expanded
+    return img.convert("RGB")
+
+
+def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
+    try:
+        img = Image.open(io.BytesIO(data))  # an in-memory buffer: no file handle to close
+        img.load()  # decode now, inside the try: a truncated file fails here
+        bit_depth = _bit_depth(img)
+        if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+            img = ImageOps.exif_transpose(img)
+        return np.array(_to_rgb(img, bit_depth, name))  # writable, as OpenCV gives
+    except ImageReadError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"Cannot decode the image {name}: the file is broken or not an image ({e}).") from e
+
+
+def _opencv_can_decode(data: bytes) -> bool:
+    if data[:2] in _PNM_MAGICS:  # OpenCV keeps PGM/PPM values as they are; Pillow scales maxval to 16 bits
+        return False
+    # OpenCV before 5.0 returned the decoded part of a truncated JPEG without an error; Pillow raises
+    return not data.startswith(b"\xff\xd8") or data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
+
+
+def _decode_rgb(im_src: Union[Path, str, bytes]) -> np.ndarray:
+    """The one decoder behind both readers: ``H x W x 3`` RGB ``uint8``, EXIF orientation applied.
+
+    OpenCV decodes (it is the faster decoder on small images) with EXIF orientation and 16 bits kept;
+    what it cannot read, or reads differently (PGM/PPM bit depths, truncated JPEGs), goes to Pillow with
+    the same conversions, so the result does not depend on the reader that asked.
+    """
+    data = im_src if isinstance(im_src, bytes) else read_image_bytes(im_src)
+    name = _name(im_src)
+    if not data:
+        raise ImageReadError(f"Cannot decode the image {name}: it is empty (0 bytes).")
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _CV2_FLAGS) if _opencv_can_decode(data) else None
     if img is None:
-        raise ImageReadError(f"Cannot decode the image {_name(im_src)}: the file is broken or not an image.")
+        return _decode_with_pillow(data, name)
+    if not _CV2_GIVES_RGB:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.dtype == np.uint16:  # scaled by the bit depth (as Pillow does for 16-bit RGB), not by the image's range
+        return (img >> 8).astype(np.uint8)
     if img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    if img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        raise ImageReadError(
+            f"Cannot read the image {name}: its pixels are {img.dtype} values, which have no standard range; save "
+            f"it with 8 or 16 bits per channel."
+        )
+    return img
+
+
+def imread_cv2(im_src: Union[Path, str, bytes]) -> np.ndarray:
+    """Read an image as an RGB ``uint8`` array ``H x W x 3`` (for albumentations).
+
+    Both readers share one decoder and give the same pixels: EXIF orientation applied; grayscale, palette,
+    LA, RGBA and CMYK images converted to RGB (alpha dropped, as in OML); 16-bit images scaled by their bit
+    depth (``value >> 8``) for every image alike. OML's OpenCV reader ignored EXIF orientation and stretched
+    every 16-bit image over its own range (a flat grey became black), while its Pillow reader clipped 16-bit
+    greys to white: the two readers disagreed.
+
+    Raises:
+        ImageReadError: naming the file, if it is missing, empty, broken or not an image.
+    """
+    return _decode_rgb(im_src)
 
 
 def imread_pillow(im_src: Union[Path, str, bytes]) -> Image.Image:
-    """Read an image with Pillow as an RGB ``PIL.Image`` (grayscale and RGBA converted)."""
-    import io
-
-    try:
-        with Image.open(io.BytesIO(_read_bytes(im_src))) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        if isinstance(e, ImageReadError):
-            raise
-        raise ImageReadError(f"Cannot decode the image {_name(im_src)}: {e}") from e
+    """Read an image as an RGB ``PIL.Image`` (for torchvision); the same pixels as ``imread_cv2``."""
+    return Image.fromarray(_decode_rgb(im_src))
 
 
 def draw_bbox(im: np.ndarray, bbox: Optional[Sequence[float]], color: TColor) -> np.ndarray:
@@ -116,6 +196,7 @@ __all__ = [
     "TImReader",
     "ImageReadError",
     "tensor_to_numpy_image",
+    "read_image_bytes",
     "imread_cv2",
     "imread_pillow",
     "draw_bbox",
