@@ -137,13 +137,6 @@ def download_pretrained(entry: Union[PretrainedEntry, Mapping[str, Any]], name: 
     return path
 
 
-def _unknown_weights(weights: TPath, pretrained_models: Mapping[str, Any], owner: str) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"weights={str(weights)!r} is neither a file nor one of the pretrained weights of {owner}: "
-        f"{sorted(pretrained_models)}."
-    )
-
-
 def resolve_weights(weights: TPath, pretrained_models: Mapping[str, Any], owner: str) -> Path:
     """The local file for ``weights``: a zoo name (downloaded if needed) or the path of a file.
 
@@ -154,30 +147,26 @@ def resolve_weights(weights: TPath, pretrained_models: Mapping[str, Any], owner:
         return download_pretrained(pretrained_models[weights], weights)
     path = Path(weights)
     if not path.is_file():
-        raise _unknown_weights(weights, pretrained_models, owner)
+        raise FileNotFoundError(
+            f"weights={str(weights)!r} is neither a file nor one of the pretrained weights of {owner}: "
+            f"{sorted(pretrained_models)}."
+        )
     return path
 
 
 def read_weights(weights: TPath, pretrained_models: Mapping[str, Any], owner: str) -> TStateDict:
     """The state dict of ``weights``: a zoo name (downloaded if needed) or the path of a file.
 
-    Files are read with ``load_state_dict_file`` (``weights_only=True``). A TorchScript release is opened
-    only when its full md5 is the one of a zoo entry of ``pretrained_models`` that is a TorchScript file,
-    and the state dict of that entry's ``torchscript_submodule`` is returned.
+    Files are read with ``load_state_dict_file`` (``weights_only=True``). A TorchScript archive, downloaded or
+    given as a path, is opened only when its full md5 is the one of a TorchScript entry of
+    ``pretrained_models`` (OpenAI's CLIP releases), and the state dict of that entry's
+    ``torchscript_submodule`` is returned.
 
     Raises:
         FileNotFoundError: if ``weights`` is neither a zoo name nor an existing file (the message lists the zoo).
         UnsafeCheckpointError: for a TorchScript archive that is not a release of the zoo.
     """
-    if isinstance(weights, str) and weights in pretrained_models:
-        entry = as_entry(pretrained_models[weights], weights)
-        path = download_pretrained(entry, weights)
-        if entry.torchscript_submodule is None:
-            return load_state_dict_file(path)
-        return load_torchscript_state_dict(path, str(entry.md5), submodule=entry.torchscript_submodule)
-    path = Path(weights)
-    if not path.is_file():
-        raise _unknown_weights(weights, pretrained_models, owner)
+    path = resolve_weights(weights, pretrained_models, owner)
     if not is_torchscript_archive(path):
         return load_state_dict_file(path)
     md5 = calc_file_hash(path)

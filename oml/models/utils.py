@@ -88,6 +88,14 @@ def unwrap_state_dict(
     return dict(checkpoint)
 
 
+def check_arch(arch: str, archs: Iterable[str], owner: str) -> str:
+    """``arch`` if it is one of ``archs``, else a ``ValueError`` that lists them."""
+    archs = sorted(archs)
+    if arch not in archs:
+        raise ValueError(f"Unknown arch {arch!r} for {owner}, expected one of {archs}.")
+    return arch
+
+
 @contextmanager
 def init_on_meta(enabled: bool = True) -> Iterator[None]:
     """Build modules on the ``meta`` device (no memory, no random init) when ``enabled``.
@@ -174,6 +182,7 @@ __all__ = [
     "filter_state_dict",
     "remove_criterion_in_state_dict",
     "unwrap_state_dict",
+    "check_arch",
     "init_on_meta",
     "materialise",
     "patch_device",

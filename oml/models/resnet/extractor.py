@@ -14,7 +14,7 @@ from oml.interfaces.models import IExtractor
 from oml.models.checkpoint import load_state_dict_file
 from oml.models.loading import build_with_weights, oml_prefix
 from oml.models.resnet.pooling import GEM
-from oml.models.utils import TStateDict
+from oml.models.utils import TStateDict, check_arch
 from oml.models.zoo import PretrainedEntry, zoo_entry
 from oml.utils.misc_torch import normalise
 
@@ -126,9 +126,7 @@ class ResnetExtractor(IExtractor):
             normalise_features: L2-normalise the output.
         """
         super().__init__()
-        if arch not in self.constructors:
-            raise ValueError(f"Unknown arch {arch!r} for ResnetExtractor, expected one of {sorted(self.constructors)}.")
-        self.arch = arch
+        self.arch = check_arch(arch, self.constructors, type(self).__name__)
         self.gem_p = gem_p
         self.remove_fc = remove_fc
         self.normalise_features = normalise_features

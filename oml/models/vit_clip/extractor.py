@@ -8,6 +8,7 @@ from torch import Tensor
 
 from oml.interfaces.models import IExtractor
 from oml.models.loading import build_with_weights, cut_through, keep_own_keys
+from oml.models.utils import check_arch
 from oml.models.vit_clip.model import ARCHS, CLIPVisionTransformer, build_clip_vit
 from oml.models.zoo import PretrainedEntry, zoo_entry
 from oml.utils.misc_torch import normalise
@@ -84,9 +85,7 @@ class ViTCLIPExtractor(IExtractor):
             normalise_features: L2-normalise the output (note: every zoo entry uses False).
         """
         super().__init__()
-        if arch not in ARCHS:
-            raise ValueError(f"Unknown arch {arch!r} for ViTCLIPExtractor, expected one of {sorted(ARCHS)}.")
-        self.arch = arch
+        self.arch = check_arch(arch, ARCHS, type(self).__name__)
         self.normalise_features = normalise_features
         # ruCLIP and OML keep the tower under "visual." (after any other prefix); the rest is the text tower
         self.visual = build_with_weights(self.constructors[arch], weights, self.pretrained_models,

@@ -12,6 +12,7 @@ from torch import Tensor
 from oml.const import STORAGE_CKPTS
 from oml.interfaces.models import IExtractor
 from oml.models.loading import build_with_weights, oml_prefix
+from oml.models.utils import check_arch
 from oml.models.vit_dino.model import ARCHS, CONSTRUCTORS, DinoVisionTransformer
 from oml.models.vit_dino.visualisation import vis_vit
 from oml.models.zoo import PretrainedEntry, zoo_entry
@@ -114,9 +115,7 @@ class ViTExtractor(IExtractor):
                 augmentation, 3 passes).
         """
         super().__init__()
-        if arch not in self.constructors:
-            raise ValueError(f"Unknown arch {arch!r} for ViTExtractor, expected one of {sorted(self.constructors)}.")
-        self.arch = arch
+        self.arch = check_arch(arch, self.constructors, type(self).__name__)
         self.normalise_features = normalise_features
         self.mscale = use_multi_scale
         self.model = build_with_weights(self.constructors[arch], weights, self.pretrained_models,

@@ -29,6 +29,10 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from oml.models.timm_vit import zoo_vit_args
+
+# any input size (cropped to whole patches), the CLS token after the final norm
+_DINO_VIT = {"qkv_bias": True, "global_pool": "token", "class_token": True, "dynamic_img_size": True}
 # DINOv2's hub models: 518-pixel grid, LayerScale; with registers the grid is resized by size with antialiasing
 _DINOV2 = {"img_size": 518, "init_values": 1.0, "with_mask_token": True}
 _DINOV2_REG = {**_DINOV2, "num_register_tokens": 4, "interpolate_offset": 0.0, "interpolate_antialias": True}
@@ -72,21 +76,8 @@ class DinoVisionTransformer(VisionTransformer):
         with_mask_token: bool = False,
         **kwargs: Any,
     ):
-        super().__init__(
-            img_size=img_size,
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=4.0,
-            qkv_bias=True,
-            init_values=init_values,
-            num_classes=0,
-            global_pool="token",
-            class_token=True,
-            dynamic_img_size=True,
-            **kwargs,
-        )
+        settings = {**_DINO_VIT, "init_values": init_values, **kwargs}
+        super().__init__(**zoo_vit_args(img_size, patch_size, embed_dim, depth, num_heads, **settings))
         self.interpolate_offset = interpolate_offset
         self.interpolate_antialias = interpolate_antialias
         device = self.pos_embed.device

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from oml.interfaces.models import IExtractor
 from oml.models.loading import build_with_weights, oml_prefix
+from oml.models.utils import check_arch
 from oml.models.vit_unicom.model import ARCHS, UnicomVisionTransformer, build_unicom_vit
 from oml.models.zoo import PretrainedEntry, zoo_entry
 from oml.utils.misc_torch import normalise
@@ -66,9 +67,7 @@ class ViTUnicomExtractor(IExtractor):
                 (OML 0.4.4 always did); outputs are the same either way.
         """
         super().__init__()
-        if arch not in ARCHS:
-            raise ValueError(f"Unknown arch {arch!r} for ViTUnicomExtractor, expected one of {sorted(ARCHS)}.")
-        self.arch = arch
+        self.arch = check_arch(arch, ARCHS, type(self).__name__)
         self.normalise_features = normalise_features
         self.model = build_with_weights(self.constructors[arch], weights, self.pretrained_models,
                                         type(self).__name__, oml_prefix("norm.bias"))  # fmt: skip
