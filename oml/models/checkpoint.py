@@ -12,13 +12,14 @@ import pickle
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, List, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 import oml.const
 from oml.models.utils import TStateDict, unwrap_state_dict
+from oml.models.zoo import PretrainedEntry, as_entry
 from oml.utils.io import (
     DownloadError,
     FileFormatError,
@@ -196,47 +197,40 @@ def load_torchscript_state_dict(path: TPath, expected_md5: str, submodule: Optio
     return {key: value.detach().clone() for key, value in module.state_dict().items()}
 
 
-def _sources(entry: Dict[str, Any]) -> List[str]:
-    url = entry.get("url")
-    sources = [url] if isinstance(url, str) else list(url or [])
-    if not sources:
-        raise ValueError(f"The zoo entry has no source to download from: {entry}.")
-    return sources
-
-
-def download_pretrained(entry: Dict[str, Any], name: str) -> Path:
+def download_pretrained(entry: Union[PretrainedEntry, Mapping[str, Any]], name: str) -> Path:
     """Download the file of a zoo entry into ``oml.const.CKPT_SAVE_ROOT`` (or reuse it) and check its hashes.
 
-    The entry holds ``url`` (a source or a list of sources tried in order), ``hash`` (md5 prefix or None),
-    optionally ``sha256`` (a prefix of the sha256 hex digest, as published by Unicom and torchvision) and
-    ``fname``.
+    The sources are tried in order; the file must match the entry's md5 prefix and, where the publisher
+    gives one (Unicom, torchvision), its sha256 prefix. A dict in OML's form (``url``, ``hash``, ``fname``)
+    is accepted too.
 
     Raises:
         oml.utils.io.DownloadError: if no source gave a file with the expected hashes; the message names the
             sources, the expected hash and the path where the file can be placed by hand.
     """
-    sources = _sources(entry)
-    save_root = Path(oml.const.CKPT_SAVE_ROOT)
-    fname = entry.get("fname") or f"{name}.ckpt"
-    sha256 = entry.get("sha256")
+    entry = as_entry(entry, name)
+    sources, save_root = list(entry.sources), Path(oml.const.CKPT_SAVE_ROOT)
 
-    path = Path(download_checkpoint(sources, hash_md5=entry.get("hash"), fname=fname, save_root=save_root))
-    if sha256 is None or _sha256(path).startswith(sha256):
+    def fetch() -> Path:
+        return Path(download_checkpoint(sources, hash_md5=entry.md5, fname=entry.fname, save_root=save_root))
+
+    path = fetch()
+    if entry.sha256 is None or _sha256(path).startswith(entry.sha256):
         return path
     path.unlink()  # a stale or wrong file: fetch it once more
-    path = Path(download_checkpoint(sources, hash_md5=entry.get("hash"), fname=fname, save_root=save_root))
+    path = fetch()
     actual = _sha256(path)
-    if not actual.startswith(sha256):
+    if not actual.startswith(entry.sha256):
         path.unlink()
         raise DownloadError(
             f"The file of the pretrained weights {name!r} downloaded from {sources} has sha256 {actual}, expected "
-            f"one starting with {sha256}. If you are offline or the sources moved, download the file by hand and "
-            f"place it at {path}."
+            f"one starting with {entry.sha256}. If you are offline or the sources moved, download the file by hand "
+            f"and place it at {path}."
         )
     return path
 
 
-def resolve_weights(weights: TPath, pretrained_models: Dict[str, Any], owner: str) -> Path:
+def resolve_weights(weights: TPath, pretrained_models: Mapping[str, Any], owner: str) -> Path:
     """The local file for ``weights``: a zoo name (downloaded if needed) or the path of a file.
 
     Raises:
@@ -253,6 +247,33 @@ def resolve_weights(weights: TPath, pretrained_models: Dict[str, Any], owner: st
     return path
 
 
+def read_weights(weights: TPath, pretrained_models: Mapping[str, Any], owner: str) -> TStateDict:
+    """The state dict of ``weights``: a zoo name (downloaded if needed) or the path of a file.
+
+    Files are read with ``load_state_dict_file`` (``weights_only=True``). A TorchScript archive, downloaded or
+    given as a path, is opened only when its full md5 is the one of a TorchScript entry of
+    ``pretrained_models`` (OpenAI's CLIP releases), and the state dict of that entry's
+    ``torchscript_submodule`` is returned.
+
+    Raises:
+        FileNotFoundError: if ``weights`` is neither a zoo name nor an existing file (the message lists the zoo).
+        UnsafeCheckpointError: for a TorchScript archive that is not a release of the zoo.
+    """
+    path = resolve_weights(weights, pretrained_models, owner)
+    if not is_torchscript_archive(path):
+        return load_state_dict_file(path)
+    md5 = calc_file_hash(path)
+    entries = [as_entry(entry, name) for name, entry in pretrained_models.items()]
+    known = [entry for entry in entries if entry.torchscript_submodule is not None and entry.md5 == md5]
+    if not known:
+        raise UnsafeCheckpointError(
+            f"{path} is a TorchScript archive (md5 {md5}) that is not one of the TorchScript releases in the zoo of "
+            f"{owner}; TorchScript runs code when opened, so it was not. If you trust it, save the state dict of "
+            f"the model inside with torch.save(torch.jit.load(path).state_dict(), new_path) and pass new_path."
+        )
+    return load_torchscript_state_dict(path, md5, submodule=known[0].torchscript_submodule)
+
+
 __all__ = [
     "UnsafeCheckpointError",
     "CheckpointMismatchError",
@@ -263,4 +284,5 @@ __all__ = [
     "load_torchscript_state_dict",
     "download_pretrained",
     "resolve_weights",
+    "read_weights",
 ]

@@ -67,29 +67,28 @@ class KeyMapping:
                     break
         return self._cache[cache_key]
 
-    def to_external(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """Rename (and reshape) internal keys; keys without a rule stay as they are."""
+    def _convert(self, state_dict: Dict[str, Tensor], external: bool) -> Dict[str, Tensor]:
+        """Rename (and reshape) the keys of one naming (``external`` or internal) to the other one."""
         result = {}
         for key, value in state_dict.items():
-            found = self.translate(key, external=False)
+            found = self.translate(key, external=external)
             if found is None:
                 result[key] = value
             else:
-                result[found[0]] = found[1].to_external(value)
+                target, rule = found
+                result[target] = rule.to_internal(value) if external else rule.to_external(value)
+        return result
+
+    def to_external(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Rename (and reshape) internal keys; keys without a rule stay as they are."""
+        result = self._convert(state_dict, external=False)
         if self.external_order is not None:
             result = dict(sorted(result.items(), key=lambda item: self.external_order(item[0])))
         return result
 
     def to_internal(self, state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """Rename (and reshape) external keys; keys without a rule stay as they are."""
-        result = {}
-        for key, value in state_dict.items():
-            found = self.translate(key, external=True)
-            if found is None:
-                result[key] = value
-            else:
-                result[found[0]] = found[1].to_internal(value)
-        return result
+        return self._convert(state_dict, external=True)
 
     def internal_to_external_name(self, key: str) -> str:
         found = self.translate(key, external=False)

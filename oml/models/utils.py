@@ -1,7 +1,7 @@
 """State-dict helpers shared by the extractors: prefixes, filtering, and patches for TorchScript graphs."""
 
 from contextlib import contextmanager
-from typing import Dict, Iterable, Iterator, List, Optional, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -70,17 +70,30 @@ def remove_criterion_in_state_dict(state_dict: TStateDict) -> TStateDict:
     return {key: value for key, value in state_dict.items() if key not in CRITERION_KEYS}
 
 
-def unwrap_state_dict(checkpoint: object, source: str = "checkpoint") -> TStateDict:
-    """The state dict inside a loaded checkpoint: itself, or its ``"state_dict"`` entry (Lightning).
+def unwrap_state_dict(
+    checkpoint: object, source: str = "checkpoint", keys: Sequence[str] = ("state_dict",)
+) -> TStateDict:
+    """The state dict inside a loaded checkpoint: itself, or its entry under the first of ``keys`` that holds a dict.
+
+    The default ``("state_dict",)`` is OML's rule (Lightning checkpoints); timm's releases also use ``"model"``
+    and ``"state_dict_ema"``.
 
     Raises:
         TypeError: if the checkpoint holds no mapping of names to tensors.
     """
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
-        checkpoint = checkpoint["state_dict"]
+    if isinstance(checkpoint, dict):
+        checkpoint = next((checkpoint[key] for key in keys if isinstance(checkpoint.get(key), dict)), checkpoint)
     if not isinstance(checkpoint, dict):
         raise TypeError(f"The {source} holds a {type(checkpoint).__name__}, expected a state dict (a dict of tensors).")
     return dict(checkpoint)
+
+
+def check_arch(arch: str, archs: Iterable[str], owner: str) -> str:
+    """``arch`` if it is one of ``archs``, else a ``ValueError`` that lists them."""
+    archs = sorted(archs)
+    if arch not in archs:
+        raise ValueError(f"Unknown arch {arch!r} for {owner}, expected one of {archs}.")
+    return arch
 
 
 @contextmanager
@@ -169,6 +182,7 @@ __all__ = [
     "filter_state_dict",
     "remove_criterion_in_state_dict",
     "unwrap_state_dict",
+    "check_arch",
     "init_on_meta",
     "materialise",
     "patch_device",

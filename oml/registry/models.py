@@ -51,6 +51,11 @@ def _with_nested_extractor(kind: str, name: str, kwargs: Dict[str, Any]) -> Dict
     return kwargs
 
 
+def _get_model(kind: str, registry: Dict[str, Type[Any]], name: str, kwargs: Dict[str, Any]) -> Any:
+    check_in_registry(name, registry, kind)
+    return build(registry[name], kind, name, _with_nested_extractor(kind, name, kwargs))
+
+
 def get_extractor(model_name: str, **kwargs: Any) -> IExtractor:
     """Build the extractor registered as ``model_name`` with ``kwargs`` (a nested ``extractor`` may be a config).
 
@@ -58,9 +63,7 @@ def get_extractor(model_name: str, **kwargs: Any) -> IExtractor:
     >>> get_extractor("resnet", **args).feat_dim
     512
     """
-    check_in_registry(model_name, EXTRACTORS_REGISTRY, "extractor")
-    kwargs = _with_nested_extractor("extractor", model_name, kwargs)
-    return build(EXTRACTORS_REGISTRY[model_name], "extractor", model_name, kwargs)
+    return _get_model("extractor", EXTRACTORS_REGISTRY, model_name, kwargs)
 
 
 def get_extractor_by_cfg(cfg: TCfg) -> IExtractor:
@@ -75,9 +78,7 @@ def get_pairwise_model(model_name: str, **kwargs: Any) -> IPairwiseModel:
     >>> get_pairwise_model("linear_siamese", feat_dim=8, identity_init=True).proj.weight.shape
     torch.Size([8, 8])
     """
-    check_in_registry(model_name, PAIRWISE_MODELS_REGISTRY, "pairwise model")
-    kwargs = _with_nested_extractor("pairwise model", model_name, kwargs)
-    return build(PAIRWISE_MODELS_REGISTRY[model_name], "pairwise model", model_name, kwargs)
+    return _get_model("pairwise model", PAIRWISE_MODELS_REGISTRY, model_name, kwargs)
 
 
 def get_pairwise_model_by_cfg(cfg: TCfg) -> IPairwiseModel:

@@ -13,6 +13,7 @@ from oml.transforms.images.albumentations import (
 from oml.transforms.images.torchvision import (
     get_augs_hypvit,
     get_augs_torch,
+    get_normalisation_resize_crop_torch,
     get_normalisation_resize_hypvit,
     get_normalisation_resize_torch,
     get_normalisation_torch,
@@ -34,6 +35,7 @@ TRANSFORMS_TORCH: Dict[str, Callable[..., TTransforms]] = {
     "norm_resize_torch": get_normalisation_resize_torch,
     "augs_hypvit_torch": get_augs_hypvit,
     "norm_resize_hypvit_torch": get_normalisation_resize_hypvit,
+    "norm_resize_crop_torch": get_normalisation_resize_crop_torch,
     "unicom_transforms": get_unicom_transforms,
 }
 
@@ -57,24 +59,34 @@ def get_transforms_by_cfg(cfg: TCfg) -> TTransforms:
 
 
 def get_transforms_for_pretrained(weights: str) -> Tuple[TTransforms, TImReader]:
-    """The preprocessing that a zoo checkpoint was trained with, and the image reader that suits it.
+    """The preprocessing that pretrained weights were trained with, and the image reader that suits it.
 
-    Every ``pretrained_models`` entry of the extractors in ``EXTRACTORS_REGISTRY`` carries its
-    transforms as a ``{"name", "args"}`` config, so weights and preprocessing cannot drift apart.
+    ``weights`` is a zoo name (every ``pretrained_models`` entry of the extractors in ``EXTRACTORS_REGISTRY``
+    carries its transforms, so weights and preprocessing cannot drift apart) or ``"timm:<tag>"`` (the
+    transforms come from the tag's pretrained config in timm: mean, std, size, crop, interpolation).
 
     Raises:
         KeyError: if no extractor in the zoo has weights called ``weights`` (the message lists them).
     """
+    from oml.models.timm_hub import parse_timm_weights, transforms_for_timm_tag
+    from oml.models.zoo import as_entry
     from oml.registry.models import EXTRACTORS_REGISTRY
 
+    tag = parse_timm_weights(weights)
+    if tag is not None:
+        transforms = get_transforms_by_cfg(transforms_for_timm_tag(tag).as_cfg())
+        return transforms, get_im_reader_for_transforms(transforms)
     known = []
     for extractor_class in EXTRACTORS_REGISTRY.values():
-        entry = getattr(extractor_class, "pretrained_models", {}).get(weights)
-        if entry is not None:
-            transforms = get_transforms_by_cfg(entry["transforms"])
+        zoo = getattr(extractor_class, "pretrained_models", {})
+        if weights in zoo:
+            transforms = get_transforms_by_cfg(as_entry(zoo[weights], weights).transforms.as_cfg())
             return transforms, get_im_reader_for_transforms(transforms)
-        known.extend(getattr(extractor_class, "pretrained_models", {}))
-    raise KeyError(f"There are no pretrained weights called {weights!r}. The available ones are: {sorted(known)}.")
+        known.extend(zoo)
+    raise KeyError(
+        f"There are no pretrained weights called {weights!r}. The available ones are: {sorted(known)}, and any "
+        f"timm pretrained tag as 'timm:<tag>' (see timm.list_pretrained())."
+    )
 
 
 __all__ = [

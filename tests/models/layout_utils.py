@@ -54,8 +54,30 @@ def random_state_dict(layout: TLayout, seed: int = 0, strip: str = "") -> Dict[s
     return result
 
 
+def write_to_hf_cache(cache: Path, repo_id: str, state_dict: Dict[str, Tensor]) -> None:
+    """``model.safetensors`` of ``repo_id`` in the layout huggingface_hub keeps: ``refs/main`` names a commit,
+    ``snapshots/<commit>/`` holds the files."""
+    from safetensors.torch import save_file
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    tensors = {key: value.contiguous() for key, value in state_dict.items()}
+    save_file(tensors, str(repo / "snapshots" / commit / "model.safetensors"))
+
+
 def md5_of(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-__all__ = ["LAYOUTS_DIR", "README_0_4_4", "read_layout", "layout_of", "random_state_dict", "md5_of"]
+__all__ = [
+    "LAYOUTS_DIR",
+    "README_0_4_4",
+    "read_layout",
+    "layout_of",
+    "random_state_dict",
+    "write_to_hf_cache",
+    "md5_of",
+]

@@ -1,53 +1,16 @@
-"""ViTExtractor against a plain re-implementation of DINO's ViT written from the spec (explicit attention)."""
+"""ViTExtractor (DINO archs) against a plain re-implementation of DINO's ViT from the spec (explicit attention)."""
 
-import math
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from oml.models import ViTExtractor
-from oml.models.vit_dino.model import ARCHS
+from oml.models.vit_dino.model import ARCHS, DINOV2_ARCHS
 from tests.models.layout_utils import random_state_dict, read_layout
-
-
-def dino_reference(sd: Dict[str, Tensor], x: Tensor, patch: int, heads: int) -> Tensor:
-    """DINO's forward, step by step (keys without the ``model.`` prefix)."""
-    batch, _, height, width = x.shape
-    grid_h, grid_w = height // patch, width // patch
-    x = x[:, :, : grid_h * patch, : grid_w * patch]
-    tokens = F.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=patch)
-    tokens = tokens.flatten(2).transpose(1, 2)
-    tokens = torch.cat([sd["cls_token"].expand(batch, -1, -1), tokens], dim=1)
-    pos = sd["pos_embed"]
-    n, dim = pos.shape[1] - 1, pos.shape[2]
-    if not (grid_h * grid_w == n and height == width):
-        side = int(math.sqrt(n))
-        grid = pos[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
-        scale = ((grid_h + 0.1) / math.sqrt(n), (grid_w + 0.1) / math.sqrt(n))
-        grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", align_corners=False)
-        assert grid.shape[-2:] == (grid_h, grid_w)
-        pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, -1, dim)], dim=1)
-    tokens = tokens + pos
-    length, head_dim = tokens.shape[1], dim // heads
-    depth = len({key.split(".")[1] for key in sd if key.startswith("blocks.")})
-    for i in range(depth):
-        p = f"blocks.{i}."
-        y = F.layer_norm(tokens, (dim,), sd[p + "norm1.weight"], sd[p + "norm1.bias"], eps=1e-6)
-        qkv = F.linear(y, sd[p + "attn.qkv.weight"], sd[p + "attn.qkv.bias"])
-        q, k, v = qkv.reshape(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
-        attention = ((q @ k.transpose(-2, -1)) * head_dim**-0.5).softmax(dim=-1)
-        out = (attention @ v).transpose(1, 2).reshape(batch, length, dim)
-        tokens = tokens + F.linear(out, sd[p + "attn.proj.weight"], sd[p + "attn.proj.bias"])
-        y = F.layer_norm(tokens, (dim,), sd[p + "norm2.weight"], sd[p + "norm2.bias"], eps=1e-6)
-        hidden = F.gelu(F.linear(y, sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"]))
-        tokens = tokens + F.linear(hidden, sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"])
-    tokens = F.layer_norm(tokens, (dim,), sd["norm.weight"], sd["norm.bias"], eps=1e-6)
-    return tokens[:, 0]
+from tests.models.vit_reference import dino_reference
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +48,7 @@ def test_multi_scale_and_normalisation(dino_vits16, tmp_path: Path) -> None:
     assert torch.allclose(ours.norm(dim=1), torch.ones(2))
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("arch", sorted(set(ARCHS) - set(DINOV2_ARCHS)))  # DINOv2: tests/models/test_vit_dinov2.py
 def test_every_arch_forwards(arch: str) -> None:
     extractor = ViTExtractor(None, arch, normalise_features=False).eval()
     with torch.no_grad():

@@ -4,6 +4,7 @@ import hashlib
 import inspect
 import re
 import warnings
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 from typing import Any, Dict
 
@@ -11,8 +12,9 @@ import pytest
 import torch
 
 import oml.const
-from oml.models import ExtractorWithMLP, ResnetExtractor, TimmExtractor, ViTExtractor
+from oml.models import ExtractorWithMLP, ResnetExtractor, TimmExtractor, ViTCLIPExtractor, ViTExtractor
 from oml.models.checkpoint import UnsafeCheckpointError, load_checkpoint, load_torchscript_state_dict
+from oml.models.zoo import PretrainedEntry, as_entry
 from oml.registry.models import EXTRACTORS_REGISTRY, PAIRWISE_MODELS_REGISTRY
 from oml.registry.transforms import TRANSFORMS_REGISTRY, get_transforms_for_pretrained
 from oml.utils.io import DownloadError
@@ -56,6 +58,7 @@ def test_zoo_has_the_expected_names() -> None:
         "vitb32_unicom", "vitb16_unicom", "vitl14_unicom", "vitl14_336px_unicom",
         "resnet50_moco_v2", *(f"resnet{d}_imagenet1k_v1" for d in (18, 34, 50, 101, 152)),
         "vits16_224_mlp_384_inshop",
+        *(f"vit{s}14{r}_dinov2" for s in "sbl" for r in ("", "_reg")),
     }  # fmt: skip
     assert expected <= names
     assert len(names) == len(ALL_ENTRIES)  # names are unique across classes (transforms are looked up by name)
@@ -80,10 +83,32 @@ def test_entry_is_complete(cls: Any, name: str, entry: Dict[str, Any]) -> None:
     if "extractor_creator" in init_args:  # ExtractorWithMLP: from_pretrained turns the creator into the extractor
         init_args["extractor"] = init_args.pop("extractor_creator")
     inspect.signature(cls.__init__).bind(None, weights=name, **init_args)
+    assert isinstance(entry, PretrainedEntry) and entry.licence  # every entry says where it comes from
+
+
+def test_entries_are_frozen_typed_and_read_as_oml_dicts() -> None:
+    entry = ViTExtractor.pretrained_models["vits16_sop"]
+    with pytest.raises(FrozenInstanceError):
+        entry.md5 = "000000"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        entry.init_args["arch"] = "vitb16"  # type: ignore[index]
+    as_dict = dict(entry)  # OML 0.4.4's view
+    assert as_dict["url"] == list(entry.sources) and as_dict["hash"] == "21e743" == entry.md5
+    assert as_dict["init_args"] == {"arch": "vits16", "normalise_features": True} and entry.metrics == {"cmc@1": 0.866}
+    assert as_entry(as_dict) == entry  # a dict in OML's form converts back (the loader accepts both)
+    as_dict["init_args"]["arch"], as_dict["transforms"]["args"]["im_size"] = "vitb8", 1
+    assert entry.init_args["arch"] == "vits16" and entry.transforms.args["im_size"] == 224
+    with pytest.raises(ValueError, match="md5"):
+        replace(entry, md5="not-hex")
+    with pytest.raises(ValueError, match="unknown keys"):
+        as_entry({**entry, "sha1": "00"}, "vits16_sop")
+    with pytest.raises(ValueError, match="full md5"):
+        replace(ViTCLIPExtractor.pretrained_models["openai_vitb16_224"], md5="44c3d804")
 
 
 TRANSFORMS_SAMPLE = ["vits16_dino", "vits16_sop", "vits16_cars", "openai_vitl14_336", "vitl14_336px_unicom",
-                     "resnet50_moco_v2", "vits16_224_mlp_384_inshop", "resnet50_miil_21k"]  # fmt: skip
+                     "resnet50_moco_v2", "vits16_224_mlp_384_inshop", "resnet50_miil_21k",
+                     "vitl14_reg_dinov2"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", TRANSFORMS_SAMPLE)

@@ -12,6 +12,7 @@ ARGS = {
     "norm_albu": {},
     "norm_torch": {},
     "norm_resize_hypvit_torch": {"im_size": 48, "crop_size": SIZE},
+    "norm_resize_crop_torch": {"im_size": 48, "crop_size": SIZE, "interpolation": "bilinear", "keep_ratio": False},
 }
 
 

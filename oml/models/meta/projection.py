@@ -1,7 +1,7 @@
 """``ExtractorWithMLP``: any extractor followed by an MLP projection."""
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import Tensor
@@ -9,9 +9,9 @@ from torchvision.ops import MLP
 
 from oml.const import STORAGE_CKPTS
 from oml.interfaces.models import IExtractor, IFreezable
-from oml.models.checkpoint import load_state_dict_file, load_state_dict_strictly, resolve_weights
-from oml.models.utils import remove_criterion_in_state_dict, remove_prefix_from_state_dict
+from oml.models.loading import load_weights, oml_prefix
 from oml.models.vit_dino.extractor import ViTExtractor
+from oml.models.zoo import PretrainedEntry, zoo_entry
 
 
 def _random_vits16() -> ViTExtractor:
@@ -32,14 +32,16 @@ class ExtractorWithMLP(IExtractor, IFreezable):
     torch.Size([2, 32])
     """
 
-    pretrained_models: Dict[str, Any] = {
-        "vits16_224_mlp_384_inshop": {
-            "url": [f"{STORAGE_CKPTS}/inshop/vits16_224_mlp_384_inshop.ckpt"],
-            "hash": "35244966",
-            "fname": "vits16_224_mlp_384_inshop.ckpt",
-            "init_args": {"extractor_creator": _random_vits16, "mlp_features": [384], "train_backbone": True},
-            "transforms": {"name": "norm_resize_hypvit_torch", "args": {"im_size": 256, "crop_size": 224}},
-        }
+    pretrained_models: Dict[str, PretrainedEntry] = {
+        "vits16_224_mlp_384_inshop": zoo_entry(
+            f"{STORAGE_CKPTS}/inshop/vits16_224_mlp_384_inshop.ckpt",
+            "vits16_224_mlp_384_inshop.ckpt",
+            {"extractor_creator": _random_vits16, "mlp_features": [384], "train_backbone": True},
+            "norm_resize_hypvit_torch",
+            {"im_size": 256, "crop_size": 224},
+            md5="35244966",
+            licence="Apache-2.0 (OML's checkpoint)",
+        )
     }
 
     def __init__(
@@ -67,10 +69,7 @@ class ExtractorWithMLP(IExtractor, IFreezable):
         self.train_backbone = train_backbone
         self.projection = MLP(self.extractor.feat_dim, self.mlp_features)
         if weights is not None:
-            path = resolve_weights(weights, self.pretrained_models, type(self).__name__)
-            state_dict = remove_criterion_in_state_dict(load_state_dict_file(path))
-            state_dict = remove_prefix_from_state_dict(state_dict, trial_key="extractor.")
-            load_state_dict_strictly(self, state_dict, source=str(path))
+            load_weights(self, weights, self.pretrained_models, type(self).__name__, oml_prefix("extractor."))
 
     @classmethod
     def from_pretrained(cls, weights: str) -> "ExtractorWithMLP":

@@ -1,15 +1,15 @@
 """Pairwise models: distances between embeddings, and STIR's siamese ViT over concatenated images."""
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import MLP
 
 from oml.interfaces.models import IExtractor, IFreezable, IPairwiseModel
-from oml.models.checkpoint import load_state_dict_file, load_state_dict_strictly
-from oml.models.utils import remove_prefix_from_state_dict
+from oml.models.loading import load_weights, oml_prefix
+from oml.models.zoo import PretrainedEntry
 from oml.utils.misc_torch import elementwise_dist
 
 
@@ -49,7 +49,7 @@ class LinearTrivialDistanceSiamese(IPairwiseModel):
 class TrivialDistanceSiamese(IPairwiseModel):
     """``|| extractor(x1) - extractor(x2) ||_2 + output_bias`` (no parameters of its own)."""
 
-    pretrained_models: Dict[str, Any] = {}
+    pretrained_models: Dict[str, PretrainedEntry] = {}
 
     def __init__(self, extractor: IExtractor, output_bias: float = 0.0):
         super().__init__()
@@ -79,7 +79,7 @@ class ConcatSiamese(IPairwiseModel, IFreezable):
     torch.Size([3])
     """
 
-    pretrained_models: Dict[str, Any] = {}
+    pretrained_models: Dict[str, PretrainedEntry] = {}
 
     def __init__(
         self,
@@ -94,7 +94,8 @@ class ConcatSiamese(IPairwiseModel, IFreezable):
             mlp_hidden_dims: hidden sizes of the head (may be empty: then the head is one linear layer).
             use_tta: in ``predict``, average over both orders of the pair.
             weights: None or the path of a checkpoint of the whole model (``extractor.*``, ``head.*``; any
-                prefix before ``extractor.`` is removed).
+                prefix before ``extractor.`` is removed, and so are the weights of a loss saved with it, which
+                OML did not drop for this model).
         """
         super().__init__()
         self.extractor = extractor
@@ -111,8 +112,7 @@ class ConcatSiamese(IPairwiseModel, IFreezable):
         head[-1] = nn.Identity()
         self.head = head
         if weights is not None:
-            state_dict = remove_prefix_from_state_dict(load_state_dict_file(weights), trial_key="extractor.")
-            load_state_dict_strictly(self, state_dict, source=str(weights))
+            load_weights(self, weights, self.pretrained_models, type(self).__name__, oml_prefix("extractor."))
 
     def forward(self, x1: Tensor, x2: Tensor) -> Tensor:
         if x1.shape != x2.shape:

@@ -1,5 +1,6 @@
 """``ResnetExtractor``: torchvision ResNets (18-152), MoCo v2's ResNet-50 with its projector, GeM pooling."""
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -10,24 +11,17 @@ from torchvision.models import ResNet, resnet18, resnet34, resnet50, resnet101, 
 
 from oml.const import MEAN, STD
 from oml.interfaces.models import IExtractor
-from oml.models.checkpoint import load_state_dict_file, load_state_dict_strictly, resolve_weights
+from oml.models.checkpoint import load_state_dict_file
+from oml.models.loading import build_with_weights, oml_prefix
 from oml.models.resnet.pooling import GEM
-from oml.models.utils import (
-    TStateDict,
-    init_on_meta,
-    materialise,
-    remove_criterion_in_state_dict,
-    remove_prefix_from_state_dict,
-)
+from oml.models.utils import TStateDict, check_arch
+from oml.models.zoo import PretrainedEntry, zoo_entry
 from oml.utils.misc_torch import normalise
 
 _FB_URL = "https://dl.fbaipublicfiles.com"
 _TORCHVISION_URL = "https://download.pytorch.org/models"
 _MOCO_PREFIX = "module.encoder_q."
-
-
-def _resnet_transforms() -> Dict[str, Any]:
-    return {"name": "norm_resize_hypvit_torch", "args": {"im_size": 256, "crop_size": 224}}
+_RESNET_TRANSFORMS = {"im_size": 256, "crop_size": 224}
 
 
 def resnet50_projector(**kwargs: Any) -> ResNet:
@@ -42,19 +36,44 @@ def load_moco_weights(path_to_model: Union[str, Path]) -> TStateDict:
     return _from_moco(load_state_dict_file(path_to_model))
 
 
-def _from_moco(state_dict: TStateDict) -> TStateDict:
+def _from_moco(state_dict: TStateDict, module: Optional[nn.Module] = None) -> TStateDict:
+    """MoCo's query encoder (``module.encoder_q.*``) with the prefix cut; other layouts stay as they are."""
+    if not any(key.startswith(_MOCO_PREFIX) for key in state_dict):
+        return state_dict
     return {key[len(_MOCO_PREFIX) :]: value for key, value in state_dict.items() if key.startswith(_MOCO_PREFIX)}
 
 
-def _imagenet_entry(arch: str, sha256: str) -> Dict[str, Any]:
-    return {
-        "url": [f"{_TORCHVISION_URL}/{arch}-{sha256}.pth"],
-        "hash": None,  # torchvision publishes the beginning of the sha256 digest (in the file name), not md5
-        "sha256": sha256,
-        "fname": f"{arch}-{sha256}.pth",
-        "init_args": {"arch": arch, "gem_p": None, "remove_fc": True, "normalise_features": False},
-        "transforms": _resnet_transforms(),
-    }
+def _drop_fc(state_dict: TStateDict, module: nn.Module) -> TStateDict:
+    """With ``remove_fc`` the model has no ``fc``: checkpoints with or without it load."""
+    if isinstance(module.fc, nn.Identity):
+        return {key: value for key, value in state_dict.items() if not key.startswith("fc.")}
+    return state_dict
+
+
+def _build(arch: str, gem_p: Optional[float], remove_fc: bool) -> ResNet:
+    model = ResnetExtractor.constructors[arch]()
+    if gem_p is not None:
+        model.avgpool = GEM(p=gem_p)
+    if remove_fc:
+        model.fc = nn.Identity()
+    return model
+
+
+def _resnet(arch: str, sources: str, fname: str, gem_p: Optional[float], **more: Any) -> PretrainedEntry:
+    return zoo_entry(sources, fname, {"arch": arch, "gem_p": gem_p, "remove_fc": True, "normalise_features": False},
+                     "norm_resize_hypvit_torch", _RESNET_TRANSFORMS, **more)  # fmt: skip
+
+
+def _imagenet(arch: str, sha256: str) -> PretrainedEntry:
+    # torchvision publishes the beginning of the sha256 digest (in the file name), not md5
+    return _resnet(
+        arch,
+        f"{_TORCHVISION_URL}/{arch}-{sha256}.pth",
+        f"{arch}-{sha256}.pth",
+        None,
+        sha256=sha256,
+        licence="BSD-3-Clause (torchvision's IMAGENET1K_V1); ImageNet's terms apply to the training data",
+    )
 
 
 class ResnetExtractor(IExtractor):
@@ -75,20 +94,17 @@ class ResnetExtractor(IExtractor):
         "resnet50_projector": resnet50_projector,
     }
 
-    pretrained_models: Dict[str, Any] = {
-        "resnet50_moco_v2": {
-            "url": [f"{_FB_URL}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar"],
-            "hash": "a04e12f8",
-            "fname": "moco_v2_800ep_pretrain.pth.tar",
-            "init_args": {"arch": "resnet50_projector", "gem_p": 5.0, "remove_fc": True, "normalise_features": False},
-            "transforms": _resnet_transforms(),
-        },
-        "resnet18_imagenet1k_v1": _imagenet_entry("resnet18", "f37072fd"),
-        "resnet34_imagenet1k_v1": _imagenet_entry("resnet34", "b627a593"),
-        "resnet50_imagenet1k_v1": _imagenet_entry("resnet50", "0676ba61"),
-        "resnet101_imagenet1k_v1": _imagenet_entry("resnet101", "63fe2227"),
-        "resnet152_imagenet1k_v1": _imagenet_entry("resnet152", "394f9c45"),
-    }
+    pretrained_models: Dict[str, PretrainedEntry] = {
+        "resnet50_moco_v2": _resnet("resnet50_projector",
+                                    f"{_FB_URL}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
+                                    "moco_v2_800ep_pretrain.pth.tar", 5.0, md5="a04e12f8",
+                                    licence="CC-BY-NC-4.0 (Meta AI, facebookresearch/moco): non-commercial use"),
+        "resnet18_imagenet1k_v1": _imagenet("resnet18", "f37072fd"),
+        "resnet34_imagenet1k_v1": _imagenet("resnet34", "b627a593"),
+        "resnet50_imagenet1k_v1": _imagenet("resnet50", "0676ba61"),
+        "resnet101_imagenet1k_v1": _imagenet("resnet101", "63fe2227"),
+        "resnet152_imagenet1k_v1": _imagenet("resnet152", "394f9c45"),
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -110,31 +126,13 @@ class ResnetExtractor(IExtractor):
             normalise_features: L2-normalise the output.
         """
         super().__init__()
-        if arch not in self.constructors:
-            raise ValueError(f"Unknown arch {arch!r} for ResnetExtractor, expected one of {sorted(self.constructors)}.")
-        self.arch = arch
+        self.arch = check_arch(arch, self.constructors, type(self).__name__)
         self.gem_p = gem_p
         self.remove_fc = remove_fc
         self.normalise_features = normalise_features
-
-        with init_on_meta(weights is not None):
-            self.model: ResNet = self.constructors[arch]()
-        if gem_p is not None:
-            self.model.avgpool = GEM(p=gem_p)
-        if remove_fc:
-            self.model.fc = nn.Identity()
-        if weights is not None:
-            materialise(self.model)
-            self._load(resolve_weights(weights, self.pretrained_models, type(self).__name__))
-
-    def _load(self, path: Path) -> None:
-        state_dict = remove_criterion_in_state_dict(load_state_dict_file(path))
-        if any(key.startswith(_MOCO_PREFIX) for key in state_dict):
-            state_dict = _from_moco(state_dict)
-        state_dict = remove_prefix_from_state_dict(state_dict, trial_key="layer4.")
-        if self.remove_fc:
-            state_dict = {key: value for key, value in state_dict.items() if not key.startswith("fc.")}
-        load_state_dict_strictly(self.model, state_dict, source=str(path))
+        build = partial(_build, arch, gem_p, remove_fc)
+        self.model: ResNet = build_with_weights(build, weights, self.pretrained_models, type(self).__name__,
+                                                _from_moco, oml_prefix("layer4."), _drop_fc)  # fmt: skip
 
     @property
     def feat_dim(self) -> int:

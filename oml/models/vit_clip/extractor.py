@@ -2,52 +2,34 @@
 
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 from torch import Tensor
 
 from oml.interfaces.models import IExtractor
-from oml.models.checkpoint import (
-    UnsafeCheckpointError,
-    download_pretrained,
-    is_torchscript_archive,
-    load_state_dict_file,
-    load_state_dict_strictly,
-    load_torchscript_state_dict,
-)
-from oml.models.utils import TStateDict, filter_state_dict, init_on_meta, materialise, remove_criterion_in_state_dict
+from oml.models.loading import build_with_weights, cut_through, keep_own_keys
+from oml.models.utils import check_arch
 from oml.models.vit_clip.model import ARCHS, CLIPVisionTransformer, build_clip_vit
-from oml.utils.io import calc_file_hash
+from oml.models.zoo import PretrainedEntry, zoo_entry
 from oml.utils.misc_torch import normalise
 
 _OPENAI_URL = "https://openaipublic.azureedge.net/clip/models"
 _SBER_URL = "https://huggingface.co/sberbank-ai"
 
 
-def _clip_transforms(im_size: int) -> Dict[str, Any]:
-    return {"name": "norm_resize_albu_clip", "args": {"im_size": im_size}}
+def _clip(name: str, url: str, md5: str, arch: str, im_size: int, **more: str) -> PretrainedEntry:
+    return zoo_entry(url, f"{name}.ckpt", {"arch": arch, "normalise_features": False}, "norm_resize_albu_clip",
+                     {"im_size": im_size}, md5=md5, **more)  # fmt: skip
 
 
-def _openai(name: str, digest: str, file: str, md5: str, arch: str, im_size: int = 224) -> Dict[str, Any]:
-    return {
-        "url": [f"{_OPENAI_URL}/{digest}/{file}"],
-        "hash": md5,
-        "fname": f"{name}.ckpt",
-        "is_jitted": True,
-        "init_args": {"arch": arch, "normalise_features": False},
-        "transforms": _clip_transforms(im_size),
-    }
+def _openai(name: str, digest: str, file: str, md5: str, arch: str, im_size: int = 224) -> PretrainedEntry:
+    return _clip(name, f"{_OPENAI_URL}/{digest}/{file}", md5, arch, im_size, torchscript_submodule="visual",
+                 licence="MIT (OpenAI, openai/CLIP)")  # fmt: skip
 
 
-def _sber(name: str, repo: str, md5: str, arch: str) -> Dict[str, Any]:
-    return {
-        "url": [f"{_SBER_URL}/{repo}/resolve/main/pytorch_model.bin"],
-        "hash": md5,
-        "fname": f"{name}.ckpt",
-        "is_jitted": False,
-        "init_args": {"arch": arch, "normalise_features": False},
-        "transforms": _clip_transforms(224),
-    }
+def _sber(name: str, repo: str, md5: str, arch: str) -> PretrainedEntry:
+    return _clip(name, f"{_SBER_URL}/{repo}/resolve/main/pytorch_model.bin", md5, arch, 224,
+                 licence="Apache-2.0 (Sber AI, ai-forever/ru-clip)")  # fmt: skip
 
 
 class ViTCLIPExtractor(IExtractor):
@@ -71,46 +53,27 @@ class ViTCLIPExtractor(IExtractor):
         arch: partial(build_clip_vit, arch) for arch in ARCHS
     }
 
-    pretrained_models: Dict[str, Any] = {
-        "openai_vitb16_224": _openai(
-            "openai_vitb16_224",
-            "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
-            "ViT-B-16.pt",
-            "44c3d804ecac03d9545ac1a3adbca3a6",
-            "vitb16_224",
-        ),
-        "openai_vitb32_224": _openai(
-            "openai_vitb32_224",
-            "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
-            "ViT-B-32.pt",
-            "3ba34e387b24dfe590eeb1ae6a8a122b",
-            "vitb32_224",
-        ),
-        "openai_vitl14_224": _openai(
-            "openai_vitl14_224",
-            "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
-            "ViT-L-14.pt",
-            "096db1af569b284eb76b3881534822d9",
-            "vitl14_224",
-        ),
-        "openai_vitl14_336": _openai(
-            "openai_vitl14_336",
-            "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02",
-            "ViT-L-14-336px.pt",
-            "b311058cae50cb10fbfa2a44231c9473",
-            "vitl14_336",
-            im_size=336,
-        ),
-        "sber_vitb16_224": _sber(
-            "sber_vitb16_224", "ruclip-vit-base-patch16-224", "7882e07674d78c674e33cb892a68bbfc", "vitb16_224"
-        ),
-        "sber_vitb32_224": _sber(
-            "sber_vitb32_224", "ruclip-vit-base-patch32-224", "e2c4dab46a3cfa608bdd762973e90d32", "vitb32_224"
-        ),
-        "sber_vitl14_224": _sber(
-            "sber_vitl14_224", "ruclip-vit-large-patch14-224", "9b4a1cd25d15bad4ffd2ba6e34b8a67c", "vitl14_224"
-        ),
-    }
+    pretrained_models: Dict[str, PretrainedEntry] = {
+        "openai_vitb16_224": _openai("openai_vitb16_224",
+                                     "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+                                     "ViT-B-16.pt", "44c3d804ecac03d9545ac1a3adbca3a6", "vitb16_224"),
+        "openai_vitb32_224": _openai("openai_vitb32_224",
+                                     "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+                                     "ViT-B-32.pt", "3ba34e387b24dfe590eeb1ae6a8a122b", "vitb32_224"),
+        "openai_vitl14_224": _openai("openai_vitl14_224",
+                                     "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
+                                     "ViT-L-14.pt", "096db1af569b284eb76b3881534822d9", "vitl14_224"),
+        "openai_vitl14_336": _openai("openai_vitl14_336",
+                                     "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02",
+                                     "ViT-L-14-336px.pt", "b311058cae50cb10fbfa2a44231c9473", "vitl14_336",
+                                     im_size=336),
+        "sber_vitb16_224": _sber("sber_vitb16_224", "ruclip-vit-base-patch16-224",
+                                 "7882e07674d78c674e33cb892a68bbfc", "vitb16_224"),
+        "sber_vitb32_224": _sber("sber_vitb32_224", "ruclip-vit-base-patch32-224",
+                                 "e2c4dab46a3cfa608bdd762973e90d32", "vitb32_224"),
+        "sber_vitl14_224": _sber("sber_vitl14_224", "ruclip-vit-large-patch14-224",
+                                 "9b4a1cd25d15bad4ffd2ba6e34b8a67c", "vitl14_224"),
+    }  # fmt: skip
 
     def __init__(self, weights: Optional[Union[str, Path]], arch: str, normalise_features: bool = True):
         """
@@ -122,48 +85,11 @@ class ViTCLIPExtractor(IExtractor):
             normalise_features: L2-normalise the output (note: every zoo entry uses False).
         """
         super().__init__()
-        if arch not in ARCHS:
-            raise ValueError(f"Unknown arch {arch!r} for ViTCLIPExtractor, expected one of {sorted(ARCHS)}.")
-        self.arch = arch
+        self.arch = check_arch(arch, ARCHS, type(self).__name__)
         self.normalise_features = normalise_features
-        with init_on_meta(weights is not None):
-            self.visual: CLIPVisionTransformer = build_clip_vit(arch)
-        if weights is not None:
-            materialise(self.visual)
-            self._load(self._read_weights(weights), source=str(weights))
-
-    def _read_weights(self, weights: Union[str, Path]) -> TStateDict:
-        if isinstance(weights, str) and weights in self.pretrained_models:
-            entry = self.pretrained_models[weights]
-            path = download_pretrained(entry, weights)
-            if entry["is_jitted"]:
-                return load_torchscript_state_dict(path, entry["hash"], submodule="visual")
-            return load_state_dict_file(path)
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"weights={str(weights)!r} is neither a file nor one of the pretrained weights of "
-                f"ViTCLIPExtractor: {sorted(self.pretrained_models)}."
-            )
-        if is_torchscript_archive(path):
-            md5 = calc_file_hash(path)
-            known = [e for e in self.pretrained_models.values() if e["is_jitted"] and e["hash"] == md5]
-            if not known:
-                raise UnsafeCheckpointError(
-                    f"{path} is a TorchScript archive (md5 {md5}) that is not one of OpenAI's CLIP releases in the "
-                    f"zoo; TorchScript runs code when opened, so it was not. If you trust it, save its state dict "
-                    f"with torch.save(torch.jit.load(path).visual.state_dict(), new_path) and pass new_path."
-                )
-            return load_torchscript_state_dict(path, md5, submodule="visual")
-        return load_state_dict_file(path)
-
-    def _load(self, state_dict: TStateDict, source: str) -> None:
-        state_dict = remove_criterion_in_state_dict(state_dict)
         # ruCLIP and OML keep the tower under "visual." (after any other prefix); the rest is the text tower
-        moved = {key: value for key, value in state_dict.items() if "visual." not in key}
-        moved.update({key.split("visual.", 1)[1]: value for key, value in state_dict.items() if "visual." in key})
-        own_keys = self.visual.state_dict().keys()
-        load_state_dict_strictly(self.visual, filter_state_dict(moved, own_keys), source=source)
+        self.visual = build_with_weights(self.constructors[arch], weights, self.pretrained_models,
+                                         type(self).__name__, cut_through("visual."), keep_own_keys)  # fmt: skip
 
     @property
     def feat_dim(self) -> int:

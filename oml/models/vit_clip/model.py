@@ -15,6 +15,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from oml.models.state_dict_mapping import KeyMapping, KeyRule, attach_key_mapping
+from oml.models.timm_vit import zoo_vit_args
 
 # width, layers, heads, patch, input resolution, output dim
 ARCHS: Dict[str, Dict[str, int]] = {
@@ -101,6 +102,11 @@ def _openai_order(key: str) -> Tuple[int, int, int, str]:
 CLIP_KEY_MAPPING.external_order = _openai_order
 
 
+# pre-norm, QuickGELU, LayerNorm eps 1e-5, the CLS token after ln_post
+_CLIP_VIT = {"qkv_bias": True, "pre_norm": True, "norm_layer": partial(nn.LayerNorm, eps=1e-5),
+             "act_layer": "quick_gelu", "global_pool": "token", "class_token": True}  # fmt: skip
+
+
 class CLIPVisionTransformer(VisionTransformer):
     """CLIP's image tower: ``proj(ln_post(CLS token))``, input ``[B, 3, R, R]`` with R the arch resolution."""
 
@@ -114,22 +120,7 @@ class CLIPVisionTransformer(VisionTransformer):
         output_dim: int,
         **kwargs: Any,
     ):
-        super().__init__(
-            img_size=input_resolution,
-            patch_size=patch_size,
-            embed_dim=width,
-            depth=layers,
-            num_heads=heads,
-            mlp_ratio=4.0,
-            qkv_bias=True,
-            pre_norm=True,
-            norm_layer=partial(nn.LayerNorm, eps=1e-5),
-            act_layer="quick_gelu",
-            num_classes=0,
-            global_pool="token",
-            class_token=True,
-            **kwargs,
-        )
+        super().__init__(**zoo_vit_args(input_resolution, patch_size, width, layers, heads, **_CLIP_VIT, **kwargs))
         self.input_resolution = input_resolution
         self.proj = nn.Parameter(width**-0.5 * torch.randn(width, output_dim, device=self.pos_embed.device))
         attach_key_mapping(self, CLIP_KEY_MAPPING)

@@ -1,7 +1,8 @@
-"""``ViTExtractor``: DINO ViTs (S/16, S/8, B/16, B/8) and OML's checkpoints trained from them."""
+"""``ViTExtractor``: DINO ViTs (S/16, S/8, B/16, B/8), DINOv2 ViTs (S/14, B/14, L/14, with and without registers)
+and OML's checkpoints trained from them."""
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -10,31 +11,52 @@ from torch import Tensor
 
 from oml.const import STORAGE_CKPTS
 from oml.interfaces.models import IExtractor
-from oml.models.checkpoint import load_state_dict_file, load_state_dict_strictly, resolve_weights
-from oml.models.utils import init_on_meta, materialise, remove_criterion_in_state_dict, remove_prefix_from_state_dict
-from oml.models.vit_dino.model import ARCHS, DinoVisionTransformer, vitb8, vitb16, vits8, vits16
+from oml.models.loading import build_with_weights, oml_prefix
+from oml.models.utils import check_arch
+from oml.models.vit_dino.model import ARCHS, CONSTRUCTORS, DinoVisionTransformer
 from oml.models.vit_dino.visualisation import vis_vit
+from oml.models.zoo import PretrainedEntry, zoo_entry
 from oml.utils.misc_torch import normalise
 
 _FB_URL = "https://dl.fbaipublicfiles.com"
+_OML_LICENCE = "Apache-2.0 (OML's checkpoints, fine-tuned from DINO's vits16)"
 
 
-def _transforms(name: str, **args: int) -> Dict[str, Any]:
-    return {"name": name, "args": args}  # a fresh dict per entry: editing one entry cannot change another
+def _dino(arch: str, release: str, md5: str) -> PretrainedEntry:
+    return zoo_entry(f"{_FB_URL}/dino/{release}/{release}.pth", f"{arch}_dino.ckpt",
+                     {"arch": arch, "normalise_features": False}, "norm_resize_torch", {"im_size": 224}, md5=md5,
+                     licence="Apache-2.0 (Meta AI, facebookresearch/dino)")  # fmt: skip
+
+
+def _dinov2(arch: str, md5: str) -> PretrainedEntry:
+    size, registers = arch[:6], "_reg4" if arch.endswith("_reg") else ""
+    return zoo_entry(f"{_FB_URL}/dinov2/dinov2_{size}/dinov2_{size}{registers}_pretrain.pth",
+                     f"dinov2_{size}{registers}.ckpt", {"arch": arch, "normalise_features": False},
+                     "norm_resize_hypvit_torch", {"im_size": 224}, md5=md5,
+                     licence="Apache-2.0 (Meta AI, facebookresearch/dinov2)")  # fmt: skip
+
+
+def _oml(dataset: str, file: str, drive_id: str, md5: str, normalise: bool, transforms: str, cmc1: float,
+         crop: bool) -> PretrainedEntry:  # fmt: skip
+    args = {"im_size": 224, "crop_size": 224} if crop else {"im_size": 224}
+    return zoo_entry([f"{STORAGE_CKPTS}/{dataset}/{file}", drive_id], f"vits16_{dataset}.ckpt",
+                     {"arch": "vits16", "normalise_features": normalise}, transforms, args, md5=md5,
+                     metrics={"cmc@1": cmc1}, licence=_OML_LICENCE)  # fmt: skip
 
 
 MULTI_SCALES = (1.0, 1 / 2 ** (1 / 2), 1 / 2)
 
 
 class ViTExtractor(IExtractor):
-    """DINO ViT returning the CLS token after the final norm (``[B, 384]`` for S, ``[B, 768]`` for B).
+    """DINO / DINOv2 ViT returning the CLS token after the final norm (384-d for S, 768-d for B, 1024-d for L).
 
     Any input size works: sides are cropped to whole patches and the positional embedding is resized with
-    DINO's rule, so outputs equal DINO's (and OML's) for every size.
+    DINO's (or DINOv2's) rule, so outputs equal the originals' (and OML's) for every size.
 
     Pretrained weights (``pretrained_models``): the self-supervised DINO releases ``vits16_dino``,
-    ``vits8_dino``, ``vitb16_dino``, ``vitb8_dino`` and OML's checkpoints fine-tuned on four datasets,
-    CMC@1 on 224 x 224 images (OML 0.4.4 zoo table):
+    ``vits8_dino``, ``vitb16_dino``, ``vitb8_dino``, the DINOv2 releases ``vit{s,b,l}14_dinov2`` and
+    ``vit{s,b,l}14_reg_dinov2`` (with 4 registers), and OML's checkpoints fine-tuned on four datasets,
+    CMC@1 on 224 x 224 images (OML 0.4.4 zoo table, also in each entry's ``metrics``):
 
     ==================  =========================  =====
     weights             dataset                    CMC@1
@@ -52,71 +74,28 @@ class ViTExtractor(IExtractor):
     torch.Size([2, 384])
     """
 
-    constructors: Dict[str, Callable[..., DinoVisionTransformer]] = {
-        "vits8": vits8,
-        "vits16": vits16,
-        "vitb8": vitb8,
-        "vitb16": vitb16,
-    }
+    constructors: Dict[str, Callable[..., DinoVisionTransformer]] = dict(CONSTRUCTORS)
 
-    pretrained_models: Dict[str, Any] = {
-        "vits16_dino": {
-            "url": [f"{_FB_URL}/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"],
-            "hash": "cf0f22",
-            "fname": "vits16_dino.ckpt",
-            "init_args": {"arch": "vits16", "normalise_features": False},
-            "transforms": _transforms("norm_resize_torch", im_size=224),
-        },
-        "vits8_dino": {
-            "url": [f"{_FB_URL}/dino/dino_deitsmall8_pretrain/dino_deitsmall8_pretrain.pth"],
-            "hash": "230cd5",
-            "fname": "vits8_dino.ckpt",
-            "init_args": {"arch": "vits8", "normalise_features": False},
-            "transforms": _transforms("norm_resize_torch", im_size=224),
-        },
-        "vitb16_dino": {
-            "url": [f"{_FB_URL}/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"],
-            "hash": "552daf",
-            "fname": "vitb16_dino.ckpt",
-            "init_args": {"arch": "vitb16", "normalise_features": False},
-            "transforms": _transforms("norm_resize_torch", im_size=224),
-        },
-        "vitb8_dino": {
-            "url": [f"{_FB_URL}/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth"],
-            "hash": "556550",
-            "fname": "vitb8_dino.ckpt",
-            "init_args": {"arch": "vitb8", "normalise_features": False},
-            "transforms": _transforms("norm_resize_torch", im_size=224),
-        },
-        "vits16_inshop": {
-            "url": [f"{STORAGE_CKPTS}/inshop/vits16_inshop_a76b85.ckpt", "1niX-TC8cj6j369t7iU2baHQSVN3MVJbW"],
-            "hash": "a76b85",
-            "fname": "vits16_inshop.ckpt",
-            "init_args": {"arch": "vits16", "normalise_features": False},
-            "transforms": _transforms("norm_resize_hypvit_torch", im_size=224, crop_size=224),
-        },
-        "vits16_sop": {
-            "url": [f"{STORAGE_CKPTS}/sop/vits16_sop_21e743.ckpt", "1zuGRHvF2KHd59aw7i7367OH_tQNOGz7A"],
-            "hash": "21e743",
-            "fname": "vits16_sop.ckpt",
-            "init_args": {"arch": "vits16", "normalise_features": True},
-            "transforms": _transforms("norm_resize_hypvit_torch", im_size=224, crop_size=224),
-        },
-        "vits16_cub": {
-            "url": [f"{STORAGE_CKPTS}/cub/vits16_cub.ckpt", "1p2tUosFpGXh5sCCdzlXtjV87kCDfG34G"],
-            "hash": "e82633",
-            "fname": "vits16_cub.ckpt",
-            "init_args": {"arch": "vits16", "normalise_features": False},
-            "transforms": _transforms("norm_resize_albu", im_size=224),
-        },
-        "vits16_cars": {
-            "url": [f"{STORAGE_CKPTS}/cars/vits16_cars.ckpt", "1hcOxDRRXrKr6ZTCyBauaY8Ue-pok4Icg"],
-            "hash": "9f1e59",
-            "fname": "vits16_cars.ckpt",
-            "init_args": {"arch": "vits16", "normalise_features": False},
-            "transforms": _transforms("norm_resize_albu", im_size=224),
-        },
-    }
+    pretrained_models: Dict[str, PretrainedEntry] = {
+        "vits16_dino": _dino("vits16", "dino_deitsmall16_pretrain", "cf0f22"),
+        "vits8_dino": _dino("vits8", "dino_deitsmall8_pretrain", "230cd5"),
+        "vitb16_dino": _dino("vitb16", "dino_vitbase16_pretrain", "552daf"),
+        "vitb8_dino": _dino("vitb8", "dino_vitbase8_pretrain", "556550"),
+        "vits16_inshop": _oml("inshop", "vits16_inshop_a76b85.ckpt", "1niX-TC8cj6j369t7iU2baHQSVN3MVJbW", "a76b85",
+                              False, "norm_resize_hypvit_torch", 0.921, crop=True),
+        "vits16_sop": _oml("sop", "vits16_sop_21e743.ckpt", "1zuGRHvF2KHd59aw7i7367OH_tQNOGz7A", "21e743",
+                           True, "norm_resize_hypvit_torch", 0.866, crop=True),
+        "vits16_cub": _oml("cub", "vits16_cub.ckpt", "1p2tUosFpGXh5sCCdzlXtjV87kCDfG34G", "e82633",
+                           False, "norm_resize_albu", 0.837, crop=False),
+        "vits16_cars": _oml("cars", "vits16_cars.ckpt", "1hcOxDRRXrKr6ZTCyBauaY8Ue-pok4Icg", "9f1e59",
+                            False, "norm_resize_albu", 0.907, crop=False),
+        "vits14_dinov2": _dinov2("vits14", "2e405c"),
+        "vits14_reg_dinov2": _dinov2("vits14_reg", "2a50c5"),
+        "vitb14_dinov2": _dinov2("vitb14", "8635e7"),
+        "vitb14_reg_dinov2": _dinov2("vitb14_reg", "13d13c"),
+        "vitl14_dinov2": _dinov2("vitl14", "19a02c"),
+        "vitl14_reg_dinov2": _dinov2("vitl14_reg", "8b6364"),
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -128,29 +107,19 @@ class ViTExtractor(IExtractor):
         """
         Args:
             weights: None (random weights), a name from ``pretrained_models`` or the path of a checkpoint: a
-                DINO release, an OML/Lightning checkpoint (any prefix such as ``model.`` is removed).
-            arch: one of ``vits8``, ``vits16``, ``vitb8``, ``vitb16``.
+                DINO or DINOv2 release, an OML/Lightning checkpoint (any prefix such as ``model.`` is removed).
+            arch: one of ``vits8``, ``vits16``, ``vitb8``, ``vitb16`` (DINO), ``vits14``, ``vitb14``,
+                ``vitl14``, ``vits14_reg``, ``vitb14_reg``, ``vitl14_reg`` (DINOv2).
             normalise_features: L2-normalise the output.
             use_multi_scale: average the outputs at scales 1, 1/sqrt(2) and 1/2 of the input (test-time
                 augmentation, 3 passes).
         """
         super().__init__()
-        if arch not in self.constructors:
-            raise ValueError(f"Unknown arch {arch!r} for ViTExtractor, expected one of {sorted(self.constructors)}.")
-        self.arch = arch
+        self.arch = check_arch(arch, self.constructors, type(self).__name__)
         self.normalise_features = normalise_features
         self.mscale = use_multi_scale
-
-        with init_on_meta(weights is not None):
-            self.model = self.constructors[arch]()
-        if weights is not None:
-            materialise(self.model)
-            self._load(resolve_weights(weights, self.pretrained_models, type(self).__name__))
-
-    def _load(self, path: Path) -> None:
-        state_dict = remove_criterion_in_state_dict(load_state_dict_file(path))
-        state_dict = remove_prefix_from_state_dict(state_dict, trial_key="norm.bias")
-        load_state_dict_strictly(self.model, state_dict, source=str(path))
+        self.model = build_with_weights(self.constructors[arch], weights, self.pretrained_models,
+                                        type(self).__name__, oml_prefix("norm.bias"))  # fmt: skip
 
     @property
     def feat_dim(self) -> int:
@@ -174,4 +143,4 @@ class ViTExtractor(IExtractor):
         return vis_vit(self.model, image)
 
 
-__all__ = ["ViTExtractor", "ARCHS"]
+__all__ = ["ViTExtractor", "ARCHS", "MULTI_SCALES"]

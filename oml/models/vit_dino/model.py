@@ -1,51 +1,91 @@
-"""DINO's ViT built on timm's ``VisionTransformer``, with DINO's rule for resizing the positional embedding.
+"""DINO's and DINOv2's ViTs built on timm's ``VisionTransformer``, with their rules for the positional embedding.
 
 timm's ViT with DINO's settings has exactly DINO's parameter names (``cls_token``, ``pos_embed``,
 ``patch_embed.proj``, ``blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``), so DINO and
-OML checkpoints load as they are. Two things differ from timm and are implemented here:
+OML checkpoints load as they are. DINOv2 (Oquab et al., 2023) adds LayerScale (``blocks.{i}.ls1.gamma``,
+``ls2.gamma``, timm's names too), a ``mask_token`` used only in its training, a 37 x 37 positional grid (518
+pixels at patch 14) and, for the ``_reg`` archs, 4 ``register_tokens`` (Darcet et al., 2024) that get no
+positional embedding. These are parameters of the model under the official names, so its state dict is the
+layout of Meta's releases and they load strictly. (timm stores the registered models in another layout: it
+folds the class position into ``cls_token`` and renames ``register_tokens`` to ``reg_token``.)
+
+What differs from timm and is implemented here:
 
 * inputs whose sides are not multiples of the patch are cropped (DINO ignores the remainder; timm refuses);
-* at any grid other than the native one the positional embedding is resized as DINO does it: bicubic,
-  ``scale_factor=(g + 0.1) / sqrt(N)``, no antialiasing (timm resizes to a size, with antialiasing).
+* at any grid other than the native one the positional embedding is resized as DINO and DINOv2 do it:
+  bicubic, ``scale_factor=(g + 0.1) / sqrt(N)``, no antialiasing (DINO, DINOv2); bicubic to the grid size
+  with antialiasing (DINOv2 with registers). timm resizes to a size, always with antialiasing.
 
-timm's fused attention (``scaled_dot_product_attention``) is used: it differs from DINO's explicit
-softmax by float rounding only (< 1e-5).
+timm's fused attention (``scaled_dot_product_attention``) is used: it differs from the explicit softmax of
+the originals by float rounding only (< 1e-5).
 """
 
 import math
-from typing import Any, Dict, Optional
+from functools import partial
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
-from torch import Tensor
+from torch import Tensor, nn
 
-ARCHS: Dict[str, Dict[str, int]] = {
-    "vits16": {"patch_size": 16, "embed_dim": 384, "depth": 12, "num_heads": 6},
-    "vits8": {"patch_size": 8, "embed_dim": 384, "depth": 12, "num_heads": 6},
-    "vitb16": {"patch_size": 16, "embed_dim": 768, "depth": 12, "num_heads": 12},
-    "vitb8": {"patch_size": 8, "embed_dim": 768, "depth": 12, "num_heads": 12},
+from oml.models.timm_vit import zoo_vit_args
+
+# any input size (cropped to whole patches), the CLS token after the final norm
+_DINO_VIT = {"qkv_bias": True, "global_pool": "token", "class_token": True, "dynamic_img_size": True}
+# DINOv2's hub models: 518-pixel grid, LayerScale; with registers the grid is resized by size with antialiasing
+_DINOV2 = {"img_size": 518, "init_values": 1.0, "with_mask_token": True}
+_DINOV2_REG = {**_DINOV2, "num_register_tokens": 4, "interpolate_offset": 0.0, "interpolate_antialias": True}
+_SIZES = {
+    "s": {"embed_dim": 384, "depth": 12, "num_heads": 6},
+    "b": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+    "l": {"embed_dim": 1024, "depth": 24, "num_heads": 16},
 }
+
+ARCHS: Dict[str, Dict[str, Any]] = {
+    **{f"vit{size}{patch}": {"patch_size": patch, **_SIZES[size]} for size in "sb" for patch in (16, 8)},
+    **{f"vit{size}14": {"patch_size": 14, **_SIZES[size], **_DINOV2} for size in "sbl"},
+    **{f"vit{size}14_reg": {"patch_size": 14, **_SIZES[size], **_DINOV2_REG} for size in "sbl"},
+}
+DINOV2_ARCHS = tuple(arch for arch in ARCHS if "14" in arch)
 
 
 class DinoVisionTransformer(VisionTransformer):
-    """timm's ViT with DINO's input cropping and positional-embedding interpolation; returns the CLS token."""
+    """timm's ViT with DINO's (or DINOv2's) input cropping, positional embedding and tokens; returns the CLS token.
 
-    def __init__(self, patch_size: int, embed_dim: int, depth: int, num_heads: int, **kwargs: Any):
-        super().__init__(
-            img_size=224,
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=4.0,
-            qkv_bias=True,
-            num_classes=0,
-            global_pool="token",
-            class_token=True,
-            dynamic_img_size=True,
-            **kwargs,
-        )
+    Args:
+        patch_size, embed_dim, depth, num_heads, img_size: the architecture (``img_size`` sets the native grid).
+        init_values: LayerScale's initial value (DINOv2), None for none (DINO).
+        num_register_tokens: register tokens put after the CLS token, after the positional embedding is added.
+        interpolate_offset: DINO's offset in the scale factor of the resize; 0 resizes to the grid size.
+        interpolate_antialias: antialias the bicubic resize (DINOv2 with registers).
+        with_mask_token: hold DINOv2's ``mask_token`` (unused at inference) so that its releases load strictly.
+    """
+
+    def __init__(
+        self,
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        img_size: int = 224,
+        init_values: Optional[float] = None,
+        num_register_tokens: int = 0,
+        interpolate_offset: float = 0.1,
+        interpolate_antialias: bool = False,
+        with_mask_token: bool = False,
+        **kwargs: Any,
+    ):
+        settings = {**_DINO_VIT, "init_values": init_values, **kwargs}
+        super().__init__(**zoo_vit_args(img_size, patch_size, embed_dim, depth, num_heads, **settings))
+        self.interpolate_offset = interpolate_offset
+        self.interpolate_antialias = interpolate_antialias
+        device = self.pos_embed.device
+        self.register_tokens: Optional[nn.Parameter] = None
+        if num_register_tokens > 0:
+            self.register_tokens = nn.Parameter(torch.zeros(1, num_register_tokens, embed_dim, device=device))
+        self.num_prefix_tokens = 1 + num_register_tokens  # timm's name: tokens before the patches
+        self.mask_token = nn.Parameter(torch.zeros(1, embed_dim, device=device)) if with_mask_token else None
 
     @property
     def patch_size(self) -> int:
@@ -64,11 +104,13 @@ class DinoVisionTransformer(VisionTransformer):
         dim = self.pos_embed.shape[-1]
         class_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         patch_pos = patch_pos.reshape(1, side, side, dim).permute(0, 3, 1, 2)
+        if self.interpolate_offset:
+            offset = self.interpolate_offset
+            resize: Dict[str, Any] = {"scale_factor": ((grid_h + offset) / side, (grid_w + offset) / side)}
+        else:
+            resize = {"size": (grid_h, grid_w)}
         patch_pos = F.interpolate(
-            patch_pos,
-            scale_factor=((grid_h + 0.1) / math.sqrt(num_patches), (grid_w + 0.1) / math.sqrt(num_patches)),
-            mode="bicubic",
-            align_corners=False,
+            patch_pos, mode="bicubic", align_corners=False, antialias=self.interpolate_antialias, **resize
         )
         if tuple(patch_pos.shape[-2:]) != (grid_h, grid_w):
             raise RuntimeError(
@@ -77,25 +119,32 @@ class DinoVisionTransformer(VisionTransformer):
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
         return torch.cat([class_pos, patch_pos], dim=1)
 
+    def _add_tokens(self, patches: Tensor, same_sides: bool, grid_h: int, grid_w: int) -> Tensor:
+        """CLS token + patches ``[B, gh * gw, D]`` + positional embedding, then the registers after the CLS token."""
+        x = torch.cat([self.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1)
+        x = x + self.interpolate_pos_encoding(grid_h, grid_w, same_sides=same_sides)
+        if self.register_tokens is not None:
+            x = torch.cat([x[:, :1], self.register_tokens.expand(x.shape[0], -1, -1), x[:, 1:]], dim=1)
+        return x
+
     def _pos_embed(self, x: Tensor) -> Tensor:
         # x: [B, gh, gw, D] from the patch embedding (timm's entry point, used by forward_intermediates)
         batch, grid_h, grid_w, dim = x.shape
-        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), x.reshape(batch, grid_h * grid_w, dim)], dim=1)
-        return self.pos_drop(tokens + self.interpolate_pos_encoding(grid_h, grid_w, same_sides=grid_h == grid_w))
+        patches = x.reshape(batch, grid_h * grid_w, dim)
+        return self.pos_drop(self._add_tokens(patches, same_sides=grid_h == grid_w, grid_h=grid_h, grid_w=grid_w))
 
     def prepare_tokens(self, x: Tensor) -> Tensor:
-        """Crop ``x [B, 3, H, W]`` to whole patches, embed, add the CLS token and the positional embedding."""
+        """Crop ``x [B, 3, H, W]`` to whole patches, embed, add the CLS token, the positional embedding and the
+        register tokens."""
         if x.ndim != 4:
             raise ValueError(f"Expected images [B, C, H, W], got a tensor of shape {tuple(x.shape)}.")
         height, width = int(x.shape[-2]), int(x.shape[-1])  # python ints, also when traced: sizes are fixed
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
         if grid_h == 0 or grid_w == 0:
             raise ValueError(f"The image {height}x{width} is smaller than one patch ({self.patch_size} pixels).")
-        x = x[..., : grid_h * self.patch_size, : grid_w * self.patch_size]
-        x = self.patch_embed(x)
-        batch, dim = x.shape[0], x.shape[-1]
-        x = torch.cat([self.cls_token.expand(batch, -1, -1), x.reshape(batch, grid_h * grid_w, dim)], dim=1)
-        x = x + self.interpolate_pos_encoding(grid_h, grid_w, same_sides=height == width)
+        x = self.patch_embed(x[..., : grid_h * self.patch_size, : grid_w * self.patch_size])
+        patches = x.reshape(x.shape[0], grid_h * grid_w, x.shape[-1])
+        x = self._add_tokens(patches, same_sides=height == width, grid_h=grid_h, grid_w=grid_w)
         return self.norm_pre(self.patch_drop(self.pos_drop(x)))
 
     def forward_features(self, x: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False) -> Tensor:
@@ -113,7 +162,7 @@ class DinoVisionTransformer(VisionTransformer):
 
     @torch.no_grad()
     def get_last_selfattention(self, x: Tensor) -> Tensor:
-        """Attention weights ``[B, heads, N, N]`` of the last block (N = 1 + number of patches)."""
+        """Attention weights ``[B, heads, N, N]`` of the last block (N = ``num_prefix_tokens`` + number of patches)."""
         x = self.prepare_tokens(x)
         for block in self.blocks[:-1]:
             x = block(x)
@@ -127,30 +176,16 @@ class DinoVisionTransformer(VisionTransformer):
 
 
 def build_dino_vit(arch: str, **kwargs: Any) -> DinoVisionTransformer:
-    """DINO's ViT for ``arch`` in ``ARCHS`` (random weights)."""
+    """DINO's or DINOv2's ViT for ``arch`` in ``ARCHS`` (random weights)."""
     if arch not in ARCHS:
         raise ValueError(f"Unknown arch {arch!r} for a DINO ViT, expected one of {sorted(ARCHS)}.")
     return DinoVisionTransformer(**ARCHS[arch], **kwargs)
 
 
-def vits16(**kwargs: Any) -> DinoVisionTransformer:
-    """ViT-S/16 (384-d)."""
-    return build_dino_vit("vits16", **kwargs)
+CONSTRUCTORS: Dict[str, Callable[..., DinoVisionTransformer]] = {arch: partial(build_dino_vit, arch) for arch in ARCHS}
 
+# OML 0.4.4's names of the DINO constructors
+vits16, vits8, vitb16, vitb8 = (CONSTRUCTORS[arch] for arch in ("vits16", "vits8", "vitb16", "vitb8"))
 
-def vits8(**kwargs: Any) -> DinoVisionTransformer:
-    """ViT-S/8 (384-d)."""
-    return build_dino_vit("vits8", **kwargs)
-
-
-def vitb16(**kwargs: Any) -> DinoVisionTransformer:
-    """ViT-B/16 (768-d)."""
-    return build_dino_vit("vitb16", **kwargs)
-
-
-def vitb8(**kwargs: Any) -> DinoVisionTransformer:
-    """ViT-B/8 (768-d)."""
-    return build_dino_vit("vitb8", **kwargs)
-
-
-__all__ = ["ARCHS", "DinoVisionTransformer", "build_dino_vit", "vits16", "vits8", "vitb16", "vitb8"]
+__all__ = ["ARCHS", "DINOV2_ARCHS", "CONSTRUCTORS", "DinoVisionTransformer", "build_dino_vit",
+           "vits16", "vits8", "vitb16", "vitb8"]  # fmt: skip

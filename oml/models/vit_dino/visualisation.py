@@ -1,4 +1,4 @@
-"""Attention map of a DINO ViT drawn over the image."""
+"""Attention map of a DINO or DINOv2 ViT drawn over the image (register tokens are left out)."""
 
 import cv2
 import numpy as np
@@ -38,7 +38,9 @@ def vis_vit(
     with temporary_setting_model_mode(vit, set_train=False):
         attention = vit.get_last_selfattention(tensor.unsqueeze(0).to(device))
 
-    cls_to_patches = attention[0, :, 0, 1:].mean(dim=0).reshape(1, 1, height // patch, width // patch)
+    cls_to_patches = (
+        attention[0, :, 0, vit.num_prefix_tokens :].mean(dim=0).reshape(1, 1, height // patch, width // patch)
+    )
     heat = F.interpolate(cls_to_patches.float().cpu(), size=(height, width), mode="nearest")[0, 0]
     heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-12)
     heat_map = cv2.applyColorMap((heat.numpy() * 255).astype(np.uint8), cv2.COLORMAP_JET)

@@ -2,28 +2,25 @@
 
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Callable, Dict, Optional, Union
 
 from torch import Tensor
 
 from oml.interfaces.models import IExtractor
-from oml.models.checkpoint import load_state_dict_file, load_state_dict_strictly, resolve_weights
-from oml.models.utils import init_on_meta, materialise, remove_criterion_in_state_dict, remove_prefix_from_state_dict
+from oml.models.loading import build_with_weights, oml_prefix
+from oml.models.utils import check_arch
 from oml.models.vit_unicom.model import ARCHS, UnicomVisionTransformer, build_unicom_vit
+from oml.models.zoo import PretrainedEntry, zoo_entry
 from oml.utils.misc_torch import normalise
 
 _UNICOM_URL = "https://github.com/deepglint/unicom/releases/download"
 
 
-def _unicom(arch: str, release: str, fname: str, sha256: str, im_size: int) -> Dict[str, Any]:
-    return {
-        "url": [f"{_UNICOM_URL}/{release}/{fname}"],
-        "hash": None,  # Unicom publishes sha256 digests, not md5
-        "sha256": sha256,
-        "fname": fname,
-        "init_args": {"arch": arch, "normalise_features": True},
-        "transforms": {"name": "unicom_transforms", "args": {"im_size": im_size}},
-    }
+def _unicom(arch: str, release: str, fname: str, sha256: str, im_size: int) -> PretrainedEntry:
+    # Unicom publishes sha256 digests, not md5
+    return zoo_entry(f"{_UNICOM_URL}/{release}/{fname}", fname, {"arch": arch, "normalise_features": True},
+                     "unicom_transforms", {"im_size": im_size}, sha256=sha256,
+                     licence="see deepglint/unicom (the publisher)")  # fmt: skip
 
 
 class ViTUnicomExtractor(IExtractor):
@@ -42,36 +39,16 @@ class ViTUnicomExtractor(IExtractor):
         arch: partial(build_unicom_vit, arch) for arch in ARCHS
     }
 
-    pretrained_models: Dict[str, Any] = {
-        "vitb32_unicom": _unicom(
-            "vitb32_unicom",
-            "b32",
-            "FP16-ViT-B-32.pt",
-            "f9d5696a9b58dbbbefee2d31615ca59084f2895a0fdd2ca4c235e0f9b2793f7a",
-            224,
-        ),
-        "vitb16_unicom": _unicom(
-            "vitb16_unicom",
-            "b16",
-            "FP16-ViT-B-16.pt",
-            "c04f324f7c3b4435667236ec6c0eca1cd62f9d64fbfc2d06f8e8e60e6497edef",
-            224,
-        ),
-        "vitl14_unicom": _unicom(
-            "vitl14_unicom",
-            "l14",
-            "FP16-ViT-L-14.pt",
-            "ff3ab62ff782876460099e6e0ee17b73a7c01109de2fffd595f16f4129404bbd",
-            224,
-        ),
-        "vitl14_336px_unicom": _unicom(
-            "vitl14_336px_unicom",
-            "l14_336px",
-            "FP16-ViT-L-14-336px.pt",
-            "3916ab5aed3b522fc90345be8b4457fe5dad60801ad2af5a6871c0c096e8d7ea",
-            336,
-        ),
-    }
+    pretrained_models: Dict[str, PretrainedEntry] = {
+        "vitb32_unicom": _unicom("vitb32_unicom", "b32", "FP16-ViT-B-32.pt",
+                                 "f9d5696a9b58dbbbefee2d31615ca59084f2895a0fdd2ca4c235e0f9b2793f7a", 224),
+        "vitb16_unicom": _unicom("vitb16_unicom", "b16", "FP16-ViT-B-16.pt",
+                                 "c04f324f7c3b4435667236ec6c0eca1cd62f9d64fbfc2d06f8e8e60e6497edef", 224),
+        "vitl14_unicom": _unicom("vitl14_unicom", "l14", "FP16-ViT-L-14.pt",
+                                 "ff3ab62ff782876460099e6e0ee17b73a7c01109de2fffd595f16f4129404bbd", 224),
+        "vitl14_336px_unicom": _unicom("vitl14_336px_unicom", "l14_336px", "FP16-ViT-L-14-336px.pt",
+                                       "3916ab5aed3b522fc90345be8b4457fe5dad60801ad2af5a6871c0c096e8d7ea", 336),
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -90,21 +67,11 @@ class ViTUnicomExtractor(IExtractor):
                 (OML 0.4.4 always did); outputs are the same either way.
         """
         super().__init__()
-        if arch not in ARCHS:
-            raise ValueError(f"Unknown arch {arch!r} for ViTUnicomExtractor, expected one of {sorted(ARCHS)}.")
-        self.arch = arch
+        self.arch = check_arch(arch, ARCHS, type(self).__name__)
         self.normalise_features = normalise_features
-        with init_on_meta(weights is not None):
-            self.model: UnicomVisionTransformer = build_unicom_vit(arch)
+        self.model = build_with_weights(self.constructors[arch], weights, self.pretrained_models,
+                                        type(self).__name__, oml_prefix("norm.bias"))  # fmt: skip
         self.model.set_grad_checkpointing(use_gradient_ckpt)
-        if weights is not None:
-            materialise(self.model)
-            self._load(resolve_weights(weights, self.pretrained_models, type(self).__name__))
-
-    def _load(self, path: Path) -> None:
-        state_dict = remove_criterion_in_state_dict(load_state_dict_file(path))
-        state_dict = remove_prefix_from_state_dict(state_dict, trial_key="norm.bias")
-        load_state_dict_strictly(self.model, state_dict, source=str(path))
 
     @property
     def feat_dim(self) -> int:

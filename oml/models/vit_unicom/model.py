@@ -11,6 +11,8 @@ from typing import Any, Dict
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from oml.models.timm_vit import zoo_vit_args
+
 ARCHS: Dict[str, Dict[str, int]] = {
     "vitb32_unicom": {"img_size": 224, "patch_size": 32, "embed_dim": 768, "depth": 12, "num_heads": 12,
                       "embedding_size": 512},
@@ -21,6 +23,11 @@ ARCHS: Dict[str, Dict[str, int]] = {
     "vitl14_336px_unicom": {"img_size": 336, "patch_size": 14, "embed_dim": 1024, "depth": 24, "num_heads": 16,
                             "embedding_size": 768},
 }  # fmt: skip
+
+
+# no class token, no qkv bias, ReLU6, LayerNorm eps 1e-5, all tokens kept for the flattening head
+_UNICOM_VIT = {"qkv_bias": False, "class_token": False, "global_pool": "",
+               "norm_layer": partial(nn.LayerNorm, eps=1e-5), "act_layer": nn.ReLU6}  # fmt: skip
 
 
 class UnicomVisionTransformer(VisionTransformer):
@@ -37,22 +44,8 @@ class UnicomVisionTransformer(VisionTransformer):
         drop_path_rate: float = 0.1,
         **kwargs: Any,
     ):
-        super().__init__(
-            img_size=img_size,
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=4.0,
-            qkv_bias=False,
-            class_token=False,
-            global_pool="",
-            num_classes=0,
-            norm_layer=partial(nn.LayerNorm, eps=1e-5),
-            act_layer=nn.ReLU6,
-            drop_path_rate=drop_path_rate,
-            **kwargs,
-        )
+        settings = {**_UNICOM_VIT, "drop_path_rate": drop_path_rate, **kwargs}
+        super().__init__(**zoo_vit_args(img_size, patch_size, embed_dim, depth, num_heads, **settings))
         self.img_size = img_size
         tokens = self.patch_embed.num_patches
         device = self.pos_embed.device
