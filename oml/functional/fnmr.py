@@ -235,6 +235,21 @@ def _resolve_rank(rank: int, approx: float, delta: float, n_below: int, band: _B
     return np.float32(torch.tensor(float(middle[position]), dtype=torch.float64).sqrt().float().item())
 
 
+def _rescaled_by_a_power_of_two(queries: Tensor, galleries: Tensor) -> Tuple[Tensor, Tensor]:
+    """Embeddings far from unit scale multiplied by a power of two that brings them near it.
+
+    Multiplying by ``2^e`` is exact in floating point, so every distance, every order statistic and every
+    comparison with a threshold scales exactly and the FNMR is unchanged; without it, float32 squared norms
+    of embeddings around ``1e20`` overflow to ``inf`` and no pair could be scored.
+    """
+    largest = max(float(x.detach().abs().amax()) if x.numel() else 0.0 for x in (queries, galleries))
+    if largest == 0.0 or 2.0**-40 <= largest <= 2.0**40:
+        return queries, galleries
+    factor = 2.0 ** -math.floor(math.log2(largest))
+    scaled_queries = queries * factor
+    return scaled_queries, scaled_queries if galleries is queries else galleries * factor
+
+
 def calc_fnmr_at_fmr_by_embeddings(
     queries: Tensor,
     galleries: Tensor,
@@ -270,6 +285,7 @@ def calc_fnmr_at_fmr_by_embeddings(
     tensor([0.])
     """
     check_in_range(fmr_vals, 0, 1, "fmr_vals")
+    queries, galleries = _rescaled_by_a_power_of_two(queries, galleries)
     dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids)
     _, (q_codes, g_codes) = encode_labels(query_labels, gallery_labels)
     if q_codes.shape != (dists.n_queries,) or g_codes.shape != (dists.n_galleries,):

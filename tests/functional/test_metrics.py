@@ -313,3 +313,15 @@ def test_pcf_chunked_path_equals_pca_path(monkeypatch):
     assert torch.allclose(ratio, PCA(emb).explained_variance_ratio, atol=1e-10)
     with pytest.raises(ValueError, match="pfc_variance"):
         calc_pcf(emb, (1.5,))
+
+
+@pytest.mark.parametrize("exponent", [100, -70])
+def test_fnmr_by_embeddings_does_not_depend_on_the_scale(exponent):
+    # float32 squared norms of embeddings around 1e30 used to overflow: "got 0 and 0 positive and negative pairs"
+    torch.manual_seed(12)
+    x = torch.randn(120, 8)
+    labels = torch.randint(0, 6, (120,))
+    ids = torch.arange(120)
+    expected = calc_fnmr_at_fmr_by_embeddings(x, x, labels, labels, FMRS, ids, ids)
+    scaled = x * 2.0**exponent  # exact: distances scale exactly
+    assert torch.equal(calc_fnmr_at_fmr_by_embeddings(scaled, scaled, labels, labels, FMRS, ids, ids), expected)
