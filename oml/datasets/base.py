@@ -13,6 +13,8 @@ from oml.const import (
     BBOXES_COLUMNS,
     CATEGORIES_COLUMN,
     CATEGORIES_KEY,
+    SEQUENCE_COLUMN,
+    SEQUENCE_KEY,
     INDEX_KEY,
     INPUT_TENSORS_KEY,
     IS_GALLERY_COLUMN,
@@ -217,7 +219,12 @@ class DatasetWithLabels(BaseDataset, IDatasetWithLabels):
 
 
 class DatasetQueryGallery(BaseDataset, IDatasetQueryGallery):
-    """Validation dataset: items also carry ``is_query`` and ``is_gallery`` flags."""
+    """Validation dataset: items also carry ``is_query`` and ``is_gallery`` flags.
+
+    With a ``sequence`` column (re-id tracklets, cameras, photo series; OML 4.0's column), items also carry
+    their sequence id under ``sequence_key`` (as a string; a missing one becomes an id of its own), and
+    ``EmbeddingMetrics(sequence_key=...)`` does not retrieve for a query the items of its sequence.
+    """
 
     # The parameters repeat BaseDataset's in OML 0.4.4's order (dataset_root before transform, no index_key):
     # a forced repetition of the public signature. They are forwarded by name through _BASE_PARAMETERS.
@@ -240,6 +247,7 @@ class DatasetQueryGallery(BaseDataset, IDatasetQueryGallery):
         is_query_key: str = IS_QUERY_KEY,
         is_gallery_key: str = IS_GALLERY_KEY,
         allow_paths_outside_root: bool = False,
+        sequence_key: Optional[str] = SEQUENCE_KEY,
     ):
         _require_columns(df, (IS_QUERY_COLUMN, IS_GALLERY_COLUMN))
         arguments = locals()
@@ -248,11 +256,20 @@ class DatasetQueryGallery(BaseDataset, IDatasetQueryGallery):
         self.is_gallery_key = is_gallery_key
         self._is_query = self.df[IS_QUERY_COLUMN].astype(bool).tolist()
         self._is_gallery = self.df[IS_GALLERY_COLUMN].astype(bool).tolist()
+        #: the key of the sequence ids in the items, or None when the table has no ``sequence`` column
+        self.sequence_key = sequence_key if SEQUENCE_COLUMN in self.df.columns else None
+        if self.sequence_key:
+            # strings, so that batches collate; a missing sequence gets an id of its own (it hides only itself)
+            values = self.df[SEQUENCE_COLUMN]
+            own = pd.Series([f"\x00row-{i}" for i in range(len(values))], index=values.index)
+            self._sequences = values.astype(str).where(values.notna(), own).tolist()
 
     def __getitem__(self, idx: int) -> Dict[str, Any]:
         item = super().__getitem__(idx)
         item[self.is_query_key] = self._is_query[idx]
         item[self.is_gallery_key] = self._is_gallery[idx]
+        if self.sequence_key:
+            item[self.sequence_key] = self._sequences[idx]
         return item
 
 

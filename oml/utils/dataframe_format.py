@@ -81,13 +81,14 @@ def check_retrieval_dataframe_format(
     sep: str = ",",
     verbose: bool = True,
     allow_paths_outside_root: bool = False,
+    allow_queries_without_match: bool = True,
 ) -> None:
     """Check that a dataset table follows the format; raise ``DataFrameFormatError`` at the first violation.
 
     Rules: the obligatory columns exist; ``split`` is ``train`` or ``validation``; train rows have empty
     ``is_query``/``is_gallery``; validation rows have boolean flags and are a query, a gallery item or
     both, and a validation split has at least one query and one gallery item; labels are integers; paths
-    are non-empty; every query has a gallery item with the same label other than itself; paths stay inside
+    are non-empty; paths stay inside
     ``dataset_root`` (see ``check_paths_inside_root``); every image exists under ``dataset_root``; bounding
     boxes are all four columns, integer, non-negative and with ``x_1 < x_2``, ``y_1 < y_2`` (errors name
     the column). A label with several categories only gives a warning (when ``verbose``).
@@ -106,6 +107,9 @@ def check_retrieval_dataframe_format(
         verbose: warn about labels that belong to several categories.
         allow_paths_outside_root: accept relative paths that leave ``dataset_root`` (``../x.jpg``) and
             absolute paths in a table of relative ones (by default they are errors).
+        allow_queries_without_match: a query without any gallery item of its label (other than itself) is a
+            distractor (product search, open-set re-id): by default it gives a warning and is scored as a miss by
+            the metrics; ``False`` makes it an error, as in the first versions of oml.
 
     >>> frame = pd.DataFrame({"label": [0, 0], "path": ["a.jpg", "b.jpg"], "split": ["train", "train"],
     ...                       "is_query": [None, None], "is_gallery": [None, None]})
@@ -121,7 +125,14 @@ def check_retrieval_dataframe_format(
         df = pd.read_csv(df, sep=sep)
     else:
         source = "dataframe"
-    check_dataframe(df, source, dataset_root, verbose=verbose, allow_paths_outside_root=allow_paths_outside_root)
+    check_dataframe(
+        df,
+        source,
+        dataset_root,
+        verbose=verbose,
+        allow_paths_outside_root=allow_paths_outside_root,
+        allow_queries_without_match=allow_queries_without_match,
+    )
 
 
 def check_dataframe(
@@ -130,6 +141,7 @@ def check_dataframe(
     dataset_root: Optional[Union[Path, str]] = None,
     verbose: bool = True,
     allow_paths_outside_root: bool = False,
+    allow_queries_without_match: bool = True,
 ) -> None:
     """``check_retrieval_dataframe_format`` of a table already read; ``source`` names it in the messages."""
     df = df.reset_index(drop=True)
@@ -200,7 +212,7 @@ def check_dataframe(
         _fail(source, f"column 'path' has empty values in rows {_preview(df.index[~paths_ok])}.")
 
     if len(val):
-        _check_queries_have_gallery(val, is_query, is_gallery, source)
+        _check_queries_have_gallery(val, is_query, is_gallery, source, allow_queries_without_match)
 
     if dataset_root is not None:
         check_paths_inside_root(df[PATHS_COLUMN], dataset_root, allow_paths_outside_root, source)
@@ -287,7 +299,9 @@ def check_paths_inside_root(
         )
 
 
-def _check_queries_have_gallery(val: pd.DataFrame, is_query: pd.Series, is_gallery: pd.Series, source: str) -> None:
+def _check_queries_have_gallery(
+    val: pd.DataFrame, is_query: pd.Series, is_gallery: pd.Series, source: str, allowed: bool
+) -> None:
     labels = val[LABELS_COLUMN]
     gallery_counts = labels[is_gallery].value_counts()
     n_same_label_gallery = labels.map(gallery_counts).fillna(0).astype(int)
@@ -296,10 +310,16 @@ def _check_queries_have_gallery(val: pd.DataFrame, is_query: pd.Series, is_galle
     lonely = val.index[is_query & (n_available <= 0)].tolist()
     if lonely:
         lonely_labels = sorted(set(labels.loc[lonely].tolist()))
-        _fail(
-            source,
+        message = (
             f"{len(lonely)} validation queries have no gallery item with the same label (other than "
-            f"themselves): labels {_preview(lonely_labels)}, rows {_preview(lonely)}.",
+            f"themselves): labels {_preview(lonely_labels)}, rows {_preview(lonely)}."
+        )
+        if not allowed:
+            _fail(source, message)
+        warnings.warn(
+            f"{source}: {message} They are distractors: the metrics score them as misses "
+            f"(pass allow_queries_without_match=False to refuse such a table).",
+            stacklevel=4,
         )
 
 

@@ -126,3 +126,30 @@ def test_pairs_datasets(mock_dataset_root: Path) -> None:
     assert item["input_tensors_1"]["paths"] == str(paths[0]) and item["input_tensors_2"]["paths"] == str(paths[2])
     batch = next(iter(DataLoader(images, batch_size=3, num_workers=2)))
     assert batch["input_tensors_1"]["input_tensors"].shape == (3, 3, 16, 16)
+
+
+def test_query_gallery_items_carry_their_sequence(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(path)
+        paths.append(path.name)
+    df = pd.DataFrame(
+        {
+            "label": [0, 0, 1, 1],
+            "path": paths,
+            "split": "validation",
+            "is_query": True,
+            "is_gallery": True,
+            "sequence": ["cam1", None, "cam1", 7],
+        }
+    )
+    dataset = DatasetQueryGallery(df, dataset_root=tmp_path)
+    assert dataset.sequence_key == "sequence"
+    batch = next(iter(DataLoader(dataset, batch_size=4)))  # strings collate into a list
+    assert batch["sequence"][0] == batch["sequence"][2] == "cam1" and batch["sequence"][3] == "7"
+    assert len(set(batch["sequence"])) == 3  # the missing one is a sequence of its own
+    assert isinstance(batch["input_tensors"], torch.Tensor)
+    assert DatasetQueryGallery(df.drop(columns="sequence"), dataset_root=tmp_path).sequence_key is None

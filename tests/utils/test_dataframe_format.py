@@ -57,11 +57,6 @@ INVALID = {
     "float labels": (lambda df: df.assign(label=df["label"] + 0.5), "column 'label' must contain integers"),
     "empty label": (_set("label", 3, np.nan), "'label' has empty values in rows [3]"),
     "empty path": (_set("path", 0, ""), "'path' has empty values in rows [0]"),
-    "query without gallery": (_set("label", 6, 7), "1 validation queries have no gallery item with the same label"),
-    "query matched only by itself": (
-        lambda df: _set("is_gallery", 5, False)(df),
-        "labels [2], rows [4]",
-    ),
     "missing file": (_set("path", 1, "nope.jpg"), "1 image files do not exist"),
     "partial bbox columns": (lambda df: df.drop(columns=["y_2"]), "only ['x_1', 'x_2', 'y_1'] are present"),
     "partial bbox row": (_set("x_1", 0, np.nan), "empty in partial boxes: column 'x_1' in rows [0]"),
@@ -82,6 +77,24 @@ INVALID = {
     "absolute among relative": (_set("path", 3, "/etc/passwd"), "rows [3], paths [/etc/passwd]"),
     "empty category": (_set("category", 7, None), "'category' has empty values in rows [7]"),
 }
+
+
+WITHOUT_MATCH = {
+    "query without gallery": (_set("label", 6, 7), "1 validation queries have no gallery item with the same label"),
+    "query matched only by itself": (lambda df: _set("is_gallery", 5, False)(df), "labels [2], rows [4]"),
+}
+
+
+@pytest.mark.parametrize("name", list(WITHOUT_MATCH))
+def test_queries_without_match_warn_or_raise(name: str, valid: pd.DataFrame, tmp_path: Path) -> None:
+    change, expected = WITHOUT_MATCH[name]
+    broken = change(valid.copy())
+    with pytest.warns(UserWarning, match="distractors") as record:  # scored as misses by the metrics
+        check_retrieval_dataframe_format(broken, dataset_root=tmp_path)
+    assert expected in str(record[0].message)
+    with pytest.raises(DataFrameFormatError) as error:
+        check_retrieval_dataframe_format(broken, dataset_root=tmp_path, allow_queries_without_match=False)
+    assert expected in str(error.value)
 
 
 @pytest.mark.parametrize("name", list(INVALID))
