@@ -318,7 +318,7 @@ def check_config(cfg: TCfg, pipeline: str) -> Dict[str, Any]:
     raw = _unresolved(cfg)
     resolved = _resolved(cfg, raw)
 
-    missing = [key for key, (required, _) in schema.items() if required and key not in resolved]
+    missing = sorted(key for key, (required, _) in schema.items() if required and key not in resolved)
     if missing:
         raise ConfigError(f"The {pipeline} config misses the required keys {missing}.")
     feeds = interpolated_keys(raw)
