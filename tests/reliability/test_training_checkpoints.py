@@ -43,6 +43,13 @@ def test_last_ckpt_is_the_last_epoch_even_without_a_new_best(cfg: Dict[str, Any]
     assert not list((tmp_path / "checkpoints").glob(".*"))  # no temporary files of the atomic writes are left
 
 
+def test_last_ckpt_is_written_when_a_run_stops_mid_epoch(cfg: Dict[str, Any], tmp_path: Path) -> None:
+    """Finding 1, the end of a run: stopped mid-epoch (max_steps, max_time), the final weights were never saved."""
+    cfg["lightning_trainer_extra_args"]["max_steps"] = 4  # 3 steps per epoch: stops after a step of epoch 1
+    extractor_training_pipeline(cfg)
+    assert _load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 4
+
+
 def test_resume_into_a_new_folder_keeps_the_best(cfg: Dict[str, Any], tmp_path: Path, monkeypatch) -> None:
     """Finding 2: resumed into a new folder, the best score was forgotten and a worse model became best.ckpt."""
     (tmp_path / "first").mkdir()

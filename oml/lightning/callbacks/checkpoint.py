@@ -62,7 +62,16 @@ def read_training_checkpoint(path: TPath) -> Dict[str, Any]:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O with atomic writes and verified, ``weights_only`` reads (see the module doc)."""
+    """Lightning's checkpoint I/O with atomic writes and ``weights_only`` reads (see the module doc).
+
+    Args:
+        resume_path: the ``ckpt_path`` a run resumes from: reading it checks that it is a Lightning checkpoint
+            (other reads, e.g. the weights ``ddp_spawn`` hands back to the main process, are plain).
+    """
+
+    def __init__(self, resume_path: Optional[TPath] = None):
+        super().__init__()
+        self.resume_path = None if resume_path is None else Path(resume_path).resolve()
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path: TPath, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None:
@@ -75,7 +84,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> Dict[str, Any]:
         if weights_only is False:
             raise ValueError("Checkpoints are read with weights_only=True only (a pickle could run code).")
-        return read_training_checkpoint(path)
+        if self.resume_path is not None and Path(path).resolve() == self.resume_path:
+            return read_training_checkpoint(path)
+        return load_checkpoint(path)
 
 
 def infer_checkpoint_mode(metric: str) -> str:

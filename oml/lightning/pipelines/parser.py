@@ -172,7 +172,7 @@ def fit_by_config(
         precision=parse_precision(cfg.get("precision", 32), engine_params["accelerator"]),
         logger=logger,
         callbacks=[*callbacks, NonFiniteLossStop(), parse_ckpt_callback_from_config(cfg)],
-        plugins=[AtomicCheckpointIO(), *(extra.pop("plugins", None) or [])],
+        plugins=[AtomicCheckpointIO(resume_path=cfg.get("ckpt_path")), *(extra.pop("plugins", None) or [])],
         **engine_params,
         **extra,
     )
