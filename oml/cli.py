@@ -11,7 +11,8 @@ Examples (on the generated mock dataset: python -m oml.utils.download_mock_datas
 Hydra composes the config (``defaults:`` may pull packaged blocks such as ``optimizer: adam`` from
 ``oml/configs``), creates the run folder given by ``hydra.run.dir`` and runs the pipeline there. The config is
 checked before anything runs (unknown keys, types), and a run folder used by another live run is refused.
-Relative paths in the config are taken from the folder ``oml`` is started in.
+Relative paths (``dataset_root``, ``data_dir``, ``save_dir``, ``ckpt_path``, weights files) are taken from the folder
+``oml`` is started in.
 """
 
 import argparse
