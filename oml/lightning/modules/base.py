@@ -1,7 +1,7 @@
 """What the extractor and the pairwise modules share: optimizer and scheduler set-up, epochs of batch
 samplers, and freezing an ``IFreezable`` model for the first epochs."""
 
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import pytorch_lightning as pl
 from torch import nn
@@ -15,31 +15,37 @@ TScheduler = Union[LRScheduler, ReduceLROnPlateau]
 
 
 class TrainableModule(pl.LightningModule):
-    """Base of the oml modules; subclasses call ``set_training`` in their ``__init__``."""
+    """Base of the oml modules; subclasses call ``set_model`` and ``set_optimization`` in their ``__init__``."""
 
-    def set_training(
+    def set_model(
+        self, model: nn.Module, criterion: Optional[nn.Module], freeze_n_epochs: int, keys: Tuple[str, str, str]
+    ) -> None:
+        """The model, its loss, how many first epochs it is frozen, and the input tensors / labels / embeddings keys."""
+        if freeze_n_epochs > 0 and not isinstance(model, IFreezable):
+            raise TypeError(f"freeze_n_epochs={freeze_n_epochs} needs an IFreezable model, got {type(model).__name__}.")
+        self.model = model
+        self.criterion = criterion
+        self.freeze_n_epochs = freeze_n_epochs
+        self.input_tensors_key, self.labels_key, self.embeddings_key = keys
+
+    def set_optimization(
         self,
-        model: nn.Module,
         optimizer: Optional[Optimizer],
         scheduler: Optional[TScheduler],
         scheduler_interval: str,
         scheduler_frequency: int,
         scheduler_monitor_metric: Optional[str],
-        freeze_n_epochs: int,
     ) -> None:
+        """The optimizer and the scheduler with Lightning's interval, frequency and monitored metric."""
         if scheduler is not None and optimizer is None:
             raise ValueError("A scheduler needs an optimizer.")
         if isinstance(scheduler, ReduceLROnPlateau) and scheduler_monitor_metric is None:
             raise ValueError("ReduceLROnPlateau needs scheduler_monitor_metric (e.g. 'OVERALL/cmc/1').")
-        if freeze_n_epochs > 0 and not isinstance(model, IFreezable):
-            raise TypeError(f"freeze_n_epochs={freeze_n_epochs} needs an IFreezable model, got {type(model).__name__}.")
-        self.model = model
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.scheduler_interval = scheduler_interval
         self.scheduler_frequency = scheduler_frequency
         self.monitor_metric = scheduler_monitor_metric
-        self.freeze_n_epochs = freeze_n_epochs
 
     def configure_optimizers(self) -> Any:
         if self.optimizer is None:

@@ -44,13 +44,16 @@ class ModuleDDP(pl.LightningModule):
     loaders are not, so that no sample is counted twice.
     """
 
-    def __init__(self, loaders_train: Optional[TLoaders] = None, loaders_val: Optional[TLoaders] = None):
-        super().__init__()
-        # no check here: subclasses reach this through the MRO before they set their loaders
-        self.loaders_train = loaders_train
-        self.loaders_val = loaders_val
-
-    def set_loaders(self, loaders_train: Optional[TLoaders], loaders_val: Optional[TLoaders]) -> None:
+    def __init__(
+        self,
+        loaders_train: Optional[TLoaders] = None,
+        loaders_val: Optional[TLoaders] = None,
+        *args: Any,
+        **kwargs: Any,
+    ):
+        # cooperative: in ``class ExtractorModuleDDP(ModuleDDP, ExtractorModule)`` the other arguments go on to
+        # ``ExtractorModule.__init__``
+        super().__init__(*args, **kwargs)
         if loaders_train is None and loaders_val is None:
             raise ValueError("Give at least one of loaders_train and loaders_val.")
         self.loaders_train = loaders_train

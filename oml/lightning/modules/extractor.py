@@ -9,7 +9,7 @@ from torch.optim import Optimizer
 from oml.const import EMBEDDINGS_KEY, INPUT_TENSORS_KEY, LABELS_KEY
 from oml.interfaces.models import IExtractor
 from oml.lightning.modules.base import TrainableModule, TScheduler
-from oml.lightning.modules.ddp import ModuleDDP, TLoaders
+from oml.lightning.modules.ddp import ModuleDDP
 
 
 class ExtractorModule(TrainableModule):
@@ -34,19 +34,8 @@ class ExtractorModule(TrainableModule):
         freeze_n_epochs: int = 0,
     ):
         super().__init__()
-        self.set_training(
-            extractor,
-            optimizer,
-            scheduler,
-            scheduler_interval,
-            scheduler_frequency,
-            scheduler_monitor_metric,
-            freeze_n_epochs,
-        )
-        self.criterion = criterion
-        self.input_tensors_key = input_tensors_key
-        self.labels_key = labels_key
-        self.embeddings_key = embeddings_key
+        self.set_model(extractor, criterion, freeze_n_epochs, (input_tensors_key, labels_key, embeddings_key))
+        self.set_optimization(optimizer, scheduler, scheduler_interval, scheduler_frequency, scheduler_monitor_metric)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -73,18 +62,11 @@ class ExtractorModule(TrainableModule):
         return self.validation_step(batch, batch_idx, dataloader_idx)
 
 
-class ExtractorModuleDDP(ExtractorModule, ModuleDDP):
-    """``ExtractorModule`` that owns its loaders and patches them for DDP (see ``ModuleDDP``)."""
+class ExtractorModuleDDP(ModuleDDP, ExtractorModule):
+    """``ExtractorModule`` that owns its loaders and patches them for DDP (see ``ModuleDDP``).
 
-    def __init__(
-        self,
-        loaders_train: Optional[TLoaders] = None,
-        loaders_val: Optional[TLoaders] = None,
-        *args: Any,
-        **kwargs: Any,
-    ):
-        ExtractorModule.__init__(self, *args, **kwargs)
-        self.set_loaders(loaders_train, loaders_val)
+    Arguments: ``loaders_train``, ``loaders_val``, then those of ``ExtractorModule``.
+    """
 
 
 __all__ = ["ExtractorModule", "ExtractorModuleDDP"]

@@ -9,7 +9,7 @@ from torch.optim import Optimizer
 from oml.const import EMBEDDINGS_KEY, INPUT_TENSORS_KEY, LABELS_KEY
 from oml.interfaces.models import IPairwiseModel
 from oml.lightning.modules.base import TrainableModule, TScheduler
-from oml.lightning.modules.ddp import ModuleDDP, TLoaders
+from oml.lightning.modules.ddp import ModuleDDP
 from oml.miners.pairs import PairsMiner
 
 
@@ -40,20 +40,9 @@ class PairwiseModule(TrainableModule):
         freeze_n_epochs: int = 0,
     ):
         super().__init__()
-        self.set_training(
-            pairwise_model,
-            optimizer,
-            scheduler,
-            scheduler_interval,
-            scheduler_frequency,
-            scheduler_monitor_metric,
-            freeze_n_epochs,
-        )
+        self.set_model(pairwise_model, criterion, freeze_n_epochs, (input_tensors_key, labels_key, embeddings_key))
+        self.set_optimization(optimizer, scheduler, scheduler_interval, scheduler_frequency, scheduler_monitor_metric)
         self.miner = pairs_miner
-        self.criterion = criterion
-        self.input_tensors_key = input_tensors_key
-        self.labels_key = labels_key
-        self.embeddings_key = embeddings_key
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         return self.model(x1, x2)
@@ -80,18 +69,11 @@ class PairwiseModule(TrainableModule):
         return batch
 
 
-class PairwiseModuleDDP(PairwiseModule, ModuleDDP):
-    """``PairwiseModule`` that owns its loaders and patches them for DDP (see ``ModuleDDP``)."""
+class PairwiseModuleDDP(ModuleDDP, PairwiseModule):
+    """``PairwiseModule`` that owns its loaders and patches them for DDP (see ``ModuleDDP``).
 
-    def __init__(
-        self,
-        loaders_train: Optional[TLoaders] = None,
-        loaders_val: Optional[TLoaders] = None,
-        *args: Any,
-        **kwargs: Any,
-    ):
-        PairwiseModule.__init__(self, *args, **kwargs)
-        self.set_loaders(loaders_train, loaders_val)
+    Arguments: ``loaders_train``, ``loaders_val``, then those of ``PairwiseModule``.
+    """
 
 
 __all__ = ["PairwiseModule", "PairwiseModuleDDP"]

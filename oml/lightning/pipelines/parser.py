@@ -1,23 +1,26 @@
 """Build Trainer arguments, a logger, a scheduler, a sampler and a checkpoint callback from a pipeline config."""
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from oml.const import TCfg
 from oml.interfaces.samplers import IBatchSampler
+from oml.lightning.callbacks.checkpoint import (
+    AtomicCheckpointIO,
+    NonFiniteLossStop,
+    RunCheckpoint,
+    infer_checkpoint_mode,
+)
+from oml.lightning.pipelines.config_check import ConfigError, check_config
 from oml.registry.loggers import get_logger_by_cfg
-from oml.utils.misc import dictconfig_to_dict, flatten_dict
-
-
-class ConfigError(ValueError):
-    """A pipeline config misses a key or holds a value that cannot work (the message names the key)."""
+from oml.utils.misc import dictconfig_to_dict, flatten_dict, load_dotenv, set_global_seed
 
 
 def require_keys(cfg: TCfg, *keys: str, where: str = "config") -> None:
@@ -115,18 +118,33 @@ def parse_sampler_from_config(cfg: TCfg, dataset: Any) -> Optional[IBatchSampler
     return get_sampler_by_cfg(sampler_cfg, **runtime)
 
 
-def parse_ckpt_callback_from_config(cfg: TCfg) -> ModelCheckpoint:
-    """Keep the best checkpoint by ``metric_for_checkpointing`` (``mode="max"``) as ``best.ckpt``, and the last one."""
+def parse_ckpt_callback_from_config(cfg: TCfg) -> RunCheckpoint:
+    """``best.ckpt`` by ``metric_for_checkpointing`` and ``last.ckpt`` after every epoch, in ``<cwd>/checkpoints``.
+
+    ``mode_for_checkpointing`` is ``max`` or ``min``; by default ``min`` for FNMR@FMR and ``max`` for the other
+    metrics (OML 0.4.4 always maximised, so checkpointing on FNMR kept the worst epoch). See ``RunCheckpoint``.
+    """
     require_keys(cfg, "metric_for_checkpointing")
-    return ModelCheckpoint(
-        dirpath=os.path.join(os.getcwd(), "checkpoints"),
-        monitor=cfg["metric_for_checkpointing"],
-        mode="max",
-        save_top_k=1,
-        save_last=True,
-        verbose=True,
-        filename="best",
-    )
+    metric = cfg["metric_for_checkpointing"]
+    mode = cfg.get("mode_for_checkpointing") or infer_checkpoint_mode(metric)
+    return RunCheckpoint(dirpath=os.path.join(os.getcwd(), "checkpoints"), monitor=metric, mode=mode)
+
+
+class TrainingSetup(NamedTuple):
+    """What every training pipeline starts with (see ``start_training``)."""
+
+    cfg: Dict[str, Any]
+    engine_params: Dict[str, Any]
+    is_ddp: bool
+
+
+def start_training(cfg: TCfg, pipeline: str) -> TrainingSetup:
+    """Check the config of a training ``pipeline`` (``check_config``), read ``.env`` and seed everything."""
+    cfg = check_config(cfg, pipeline)
+    load_dotenv()
+    set_global_seed(cfg["seed"])
+    engine_params = parse_engine_params_from_config(cfg)
+    return TrainingSetup(cfg, engine_params, check_is_config_for_ddp(engine_params))
 
 
 def fit_by_config(
@@ -140,19 +158,23 @@ def fit_by_config(
 ) -> pl.Trainer:
     """Build the Trainer of a training pipeline and fit ``module``; returns the trainer.
 
-    Adds the checkpoint callback; reads ``max_epochs``, ``valid_period``, ``precision``,
-    ``lightning_trainer_extra_args``, ``validate_before_training`` and ``ckpt_path`` (resume). Under DDP
-    the module owns its loaders (``ModuleDDP``), so none are passed to the Trainer.
+    Adds the checkpoint callback (``RunCheckpoint``), the stop on a non-finite loss and atomic checkpoint
+    files (``AtomicCheckpointIO``, which also verifies ``ckpt_path`` before resuming). Reads ``max_epochs``,
+    ``valid_period``, ``precision``, ``lightning_trainer_extra_args``, ``validate_before_training`` and
+    ``ckpt_path`` (resume). Under DDP the module owns its loaders (``ModuleDDP``), so none are passed to the
+    Trainer.
     """
+    extra = dict(cfg.get("lightning_trainer_extra_args") or {})
     trainer = pl.Trainer(
         max_epochs=cfg["max_epochs"],
         num_sanity_val_steps=0,
         check_val_every_n_epoch=cfg.get("valid_period", 1),
         precision=parse_precision(cfg.get("precision", 32), engine_params["accelerator"]),
         logger=logger,
-        callbacks=[*callbacks, parse_ckpt_callback_from_config(cfg)],
+        callbacks=[*callbacks, NonFiniteLossStop(), parse_ckpt_callback_from_config(cfg)],
+        plugins=[AtomicCheckpointIO(resume_path=cfg.get("ckpt_path")), *(extra.pop("plugins", None) or [])],
         **engine_params,
-        **(cfg.get("lightning_trainer_extra_args") or {}),
+        **extra,
     )
     is_ddp = check_is_config_for_ddp(engine_params)
     loaders = {} if is_ddp else {"train_dataloaders": loader_train, "val_dataloaders": loader_val}
@@ -163,6 +185,8 @@ def fit_by_config(
 
 
 __all__ = [
+    "TrainingSetup",
+    "start_training",
     "fit_by_config",
     "ConfigError",
     "require_keys",

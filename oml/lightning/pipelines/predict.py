@@ -12,20 +12,17 @@ from torch.utils.data import DataLoader
 from oml.const import IMAGE_EXTENSIONS, TCfg
 from oml.datasets.list_dataset import ListDataset
 from oml.lightning.modules.extractor import ExtractorModule
+from oml.lightning.pipelines.config_check import check_config
 from oml.lightning.pipelines.parser import (
     ConfigError,
     check_is_config_for_ddp,
     parse_engine_params_from_config,
     parse_precision,
-    require_keys,
 )
 from oml.registry.models import get_extractor_by_cfg
 from oml.registry.transforms import get_transforms_by_cfg
 from oml.transforms.images.utils import get_im_reader_for_transforms
 from oml.utils.images.images import find_broken_images
-from oml.utils.misc import dictconfig_to_dict
-
-REQUIRED_KEYS = ("data_dir", "save_dir", "bs", "num_workers", "transforms_predict", "extractor")
 
 
 class _ShardWriter(BasePredictionWriter):
@@ -54,8 +51,7 @@ def extractor_prediction_pipeline(cfg: TCfg) -> Dict[str, List[float]]:
     Broken images are refused up front with the list of them. Works with several processes (each
     image is embedded once). Returns the predictions.
     """
-    cfg = dictconfig_to_dict(cfg)
-    require_keys(cfg, *REQUIRED_KEYS, where="prediction config")
+    cfg = check_config(cfg, "predict")
     engine_params = parse_engine_params_from_config(cfg)
     transforms = get_transforms_by_cfg(cfg["transforms_predict"])
     paths = find_images(Path(cfg["data_dir"]))

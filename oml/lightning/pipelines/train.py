@@ -1,5 +1,6 @@
 """``extractor_training_pipeline``: train an extractor from a config (a dict or an OmegaConf config)."""
 
+import os
 from typing import Any, Dict, List, Tuple
 
 import pytorch_lightning as pl
@@ -12,35 +13,18 @@ from oml.lightning.callbacks.metric import MetricValCallback, MetricValCallbackD
 from oml.lightning.modules.extractor import ExtractorModule, ExtractorModuleDDP
 from oml.lightning.pipelines.parser import (
     ConfigError,
-    check_is_config_for_ddp,
     fit_by_config,
     initialize_logging,
-    parse_engine_params_from_config,
     parse_sampler_from_config,
     parse_scheduler_from_config,
-    require_keys,
+    start_training,
 )
+from oml.lightning.pipelines.run_folder import lock_run_folder
 from oml.metrics.embeddings import EmbeddingMetrics, EmbeddingMetricsDDP
 from oml.registry.losses import get_criterion_by_cfg
 from oml.registry.models import get_extractor_by_cfg
 from oml.registry.optimizers import get_optimizer_by_cfg
 from oml.registry.transforms import get_transforms_by_cfg
-from oml.utils.misc import dictconfig_to_dict, load_dotenv, set_global_seed
-
-REQUIRED_KEYS = (
-    "seed",
-    "dataset_root",
-    "dataframe_name",
-    "transforms_train",
-    "transforms_val",
-    "num_workers",
-    "bs_val",
-    "extractor",
-    "criterion",
-    "optimizer",
-    "max_epochs",
-    "metric_for_checkpointing",
-)
 
 
 def get_retrieval_loaders(cfg: TCfg) -> Tuple[DataLoader, DataLoader]:
@@ -78,8 +62,6 @@ def _get_loaders(
 
 
 def _optimizer_param_groups(cfg: Dict[str, Any], modules: List[torch.nn.Module]) -> List[Dict[str, Any]]:
-    if "lr" not in (cfg["optimizer"].get("args") or {}):
-        raise ConfigError("The optimizer block needs `args.lr`: the pipeline gives it to every parameter group.")
     lr = cfg["optimizer"]["args"]["lr"]
     groups = [{"params": list(module.parameters()), "lr": lr} for module in modules]
     return [group for group in groups if group["params"]]
@@ -89,18 +71,18 @@ def extractor_training_pipeline(cfg: TCfg) -> pl.Trainer:
     """Train an extractor as the config says; the best checkpoint goes to ``<cwd>/checkpoints/best.ckpt``.
 
     See ``configs-0.4.4.md`` for the keys. Beyond OML: ``ckpt_path`` resumes training from a
-    Lightning checkpoint (epoch, optimizer and scheduler state); ``validate_before_training: True``
-    computes the metrics of the initial model first (logged at step 0); the trainer is returned.
+    Lightning checkpoint (epoch, optimizer and scheduler state, best score); ``validate_before_training: True``
+    computes the metrics of the initial model first (logged at step 0); the trainer is returned. The whole
+    config is checked first (``check_config``), and the run folder (the working directory) is locked against
+    other runs (``lock_run_folder``).
     """
-    cfg = dictconfig_to_dict(cfg)
-    require_keys(cfg, *REQUIRED_KEYS, where="training config")
-    load_dotenv()
-    set_global_seed(cfg["seed"])
+    cfg, engine_params, is_ddp = start_training(cfg, "train")
+    with lock_run_folder(os.getcwd()):
+        return _train(cfg, engine_params, is_ddp)
 
-    engine_params = parse_engine_params_from_config(cfg)
-    is_ddp = check_is_config_for_ddp(engine_params)
+
+def _train(cfg: Dict[str, Any], engine_params: Dict[str, Any], is_ddp: bool) -> pl.Trainer:
     logger = initialize_logging(cfg)
-
     train_dataset, valid_dataset = _get_datasets(cfg)
     loader_train, loader_val = _get_loaders(cfg, train_dataset, valid_dataset)
 

@@ -9,6 +9,7 @@ model being trained.
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -24,14 +25,14 @@ from oml.lightning.callbacks.metric import MetricValCallback, MetricValCallbackD
 from oml.lightning.modules.pairwise_postprocessing import PairwiseModule, PairwiseModuleDDP
 from oml.lightning.pipelines.parser import (
     ConfigError,
-    check_is_config_for_ddp,
     fit_by_config,
     initialize_logging,
     parse_engine_params_from_config,
     parse_sampler_from_config,
     parse_scheduler_from_config,
-    require_keys,
+    start_training,
 )
+from oml.lightning.pipelines.run_folder import lock_run_folder
 from oml.metrics.embeddings import EmbeddingMetrics, EmbeddingMetricsDDP
 from oml.miners.pairs import PairsMiner
 from oml.registry.models import get_extractor_by_cfg
@@ -40,23 +41,7 @@ from oml.registry.postprocessors import get_postprocessor_by_cfg
 from oml.registry.transforms import get_transforms_by_cfg
 from oml.retrieval.postprocessors.pairwise import PairwiseImagesPostprocessor
 from oml.transforms.images.torchvision import get_normalisation_resize_torch
-from oml.utils.misc import dictconfig_to_dict, load_dotenv, set_global_seed
-
-REQUIRED_KEYS = (
-    "seed",
-    "dataset_root",
-    "dataframe_name",
-    "extractor",
-    "transforms_extraction",
-    "transforms_train",
-    "postprocessor",
-    "sampler",
-    "num_workers",
-    "batch_size_inference",
-    "optimizer",
-    "max_epochs",
-    "metric_for_checkpointing",
-)
+from oml.utils.misc import dictconfig_to_dict
 
 
 def get_hash_of_extraction_stage_cfg(cfg: TCfg) -> str:
@@ -145,18 +130,16 @@ def postprocessor_training_pipeline(cfg: TCfg) -> pl.Trainer:
     Under DDP with ``freeze_n_epochs > 0`` (or ``find_unused_parameters: True``) DDP is told that some parameters
     may take no part in the loss (the frozen backbone), which OML 0.4.4 did not do.
     """
-    cfg = dictconfig_to_dict(cfg)
-    require_keys(cfg, *REQUIRED_KEYS, where="postprocessor training config")
-    load_dotenv()
-    set_global_seed(cfg["seed"])
-
-    engine_params = parse_engine_params_from_config(cfg)
-    is_ddp = check_is_config_for_ddp(engine_params)
+    cfg, engine_params, is_ddp = start_training(cfg, "train_postprocessor")
     if is_ddp and (cfg.get("freeze_n_epochs", 0) > 0 or cfg.get("find_unused_parameters", False)):
         # a frozen backbone takes no part in the loss: DDP must be told to expect unused parameters
         engine_params["strategy"] = f"{engine_params['strategy']}_find_unused_parameters_true"
-    logger = initialize_logging(cfg)
+    with lock_run_folder(os.getcwd()):
+        return _train(cfg, engine_params, is_ddp)
 
+
+def _train(cfg: Dict[str, Any], engine_params: Dict[str, Any], is_ddp: bool) -> pl.Trainer:
+    logger = initialize_logging(cfg)
     loader_train, loader_val = get_loaders_with_embeddings(cfg)
     postprocessor = get_postprocessor_by_cfg(cfg["postprocessor"])
     if not isinstance(postprocessor, PairwiseImagesPostprocessor):
@@ -165,8 +148,6 @@ def postprocessor_training_pipeline(cfg: TCfg) -> pl.Trainer:
             f"{type(postprocessor).__name__}."
         )
     pairwise_model = postprocessor.model
-    if "lr" not in (cfg["optimizer"].get("args") or {}):
-        raise ConfigError("The optimizer block needs `args.lr`.")
     optimizer = get_optimizer_by_cfg(cfg["optimizer"], params=pairwise_model.parameters())
     module_kwargs = {
         "pairwise_model": pairwise_model,

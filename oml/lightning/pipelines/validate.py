@@ -10,19 +10,16 @@ from oml.const import SPLIT_COLUMN, TCfg
 from oml.datasets.base import DatasetQueryGallery
 from oml.lightning.callbacks.metric import MetricValCallback, MetricValCallbackDDP
 from oml.lightning.modules.extractor import ExtractorModule, ExtractorModuleDDP
+from oml.lightning.pipelines.config_check import check_config
 from oml.lightning.pipelines.parser import (
     check_is_config_for_ddp,
     parse_engine_params_from_config,
     parse_precision,
-    require_keys,
 )
 from oml.metrics.embeddings import EmbeddingMetrics, EmbeddingMetricsDDP
 from oml.registry.models import get_extractor_by_cfg
 from oml.registry.transforms import get_transforms_by_cfg
 from oml.utils.dataframe_format import check_retrieval_dataframe_format
-from oml.utils.misc import dictconfig_to_dict
-
-REQUIRED_KEYS = ("dataset_root", "dataframe_name", "transforms_val", "bs_val", "num_workers", "extractor")
 
 
 def extractor_validation_pipeline(cfg: TCfg) -> Tuple[pl.Trainer, Dict[str, Any]]:
@@ -30,8 +27,7 @@ def extractor_validation_pipeline(cfg: TCfg) -> Tuple[pl.Trainer, Dict[str, Any]
 
     An optional ``postprocessor`` block re-ranks each query's top-n (e.g. with a pairwise model).
     """
-    cfg = dictconfig_to_dict(cfg)
-    require_keys(cfg, *REQUIRED_KEYS, where="validation config")
+    cfg = check_config(cfg, "validate")
     engine_params = parse_engine_params_from_config(cfg)
     is_ddp = check_is_config_for_ddp(engine_params)
 

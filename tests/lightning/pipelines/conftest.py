@@ -18,10 +18,9 @@ def compose_mock_config(name: str, overrides: List[str] = ()) -> Dict[str, Any]:
     return compose_config(PROJECT_ROOT / "pipelines" / "mock" / f"{name}.yaml", list(overrides))
 
 
-@pytest.fixture()
-def train_cfg(mock_dataset_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Dict[str, Any]:
-    monkeypatch.chdir(tmp_path)
-    cfg = compose_mock_config("train", [f"dataset_root={mock_dataset_root}"])
+def tiny_train_config(dataset_root: Path, log_dir: Path) -> Dict[str, Any]:
+    """The mock training config shrunk to seconds: 32 px, resnet10t, 2 epochs validated each, logs in ``log_dir``."""
+    cfg = compose_mock_config("train", [f"dataset_root={dataset_root}"])
     cfg.update(
         {
             "max_epochs": 2,
@@ -36,8 +35,14 @@ def train_cfg(mock_dataset_root: Path, tmp_path: Path, monkeypatch: pytest.Monke
                 "fmr_vals": [],
                 "pfc_variance": [],
             },
-            "logger": {"name": "tensorboard", "args": {"save_dir": str(tmp_path)}},
+            "logger": {"name": "tensorboard", "args": {"save_dir": str(log_dir)}},
             "lightning_trainer_extra_args": {"enable_progress_bar": False, "enable_model_summary": False},
         }
     )
     return cfg
+
+
+@pytest.fixture()
+def train_cfg(mock_dataset_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Dict[str, Any]:
+    monkeypatch.chdir(tmp_path)
+    return tiny_train_config(mock_dataset_root, tmp_path)

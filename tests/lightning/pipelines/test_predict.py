@@ -49,7 +49,10 @@ def test_broken_images_are_listed(tmp_path: Path, mock_dataset_root: Path) -> No
     (tmp_path / "imgs" / "bad.png").write_bytes(b"nope")
     with pytest.raises(ValueError, match=r"(?s)1 images cannot be read.*bad.png"):
         extractor_prediction_pipeline(_cfg(tmp_path / "imgs", tmp_path / "out"))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="No images"):
-        extractor_prediction_pipeline(_cfg(tmp_path / "out", tmp_path / "out2"))
+        extractor_prediction_pipeline(_cfg(tmp_path / "empty", tmp_path / "out2"))
+    with pytest.raises(ConfigError, match="data_dir=.*nowhere' is not an existing folder"):
+        extractor_prediction_pipeline(_cfg(tmp_path / "nowhere", tmp_path / "out2"))
     with pytest.raises(ConfigError, match=r"misses the required keys \['extractor'\]"):
         extractor_prediction_pipeline({k: v for k, v in _cfg(tmp_path, tmp_path).items() if k != "extractor"})
