@@ -144,6 +144,7 @@ def inference_on_dataframe(
     use_fp16: bool = False,
     verbose: bool = True,
     use_bf16_on_cpu: bool = False,
+    allow_paths_outside_root: bool = False,
 ) -> Tuple[Tensor, Tensor, pd.DataFrame, pd.DataFrame]:
     """Embeddings of every row of the table ``dataset_root/dataframe_name`` (boxes are used if present).
 
@@ -160,13 +161,16 @@ def inference_on_dataframe(
         use_fp16: float16 on CUDA, ignored on the CPU (see ``inference_on_images``).
         verbose: progress bar and cache messages.
         use_bf16_on_cpu: bfloat16 on the CPU (see ``inference_on_images``).
+        allow_paths_outside_root: accept paths that leave ``dataset_root`` (see ``check_retrieval_dataframe_format``).
 
     Returns:
         ``(embeddings_train, embeddings_val, df_train, df_val)``, the tables with a fresh index.
     """
     dataset_root = Path(dataset_root)
     df = pd.read_csv(dataset_root / dataframe_name)
-    check_retrieval_dataframe_format(df, dataset_root=dataset_root, verbose=verbose)
+    check_retrieval_dataframe_format(
+        df, dataset_root=dataset_root, verbose=verbose, allow_paths_outside_root=allow_paths_outside_root
+    )
     paths = [dataset_root / p for p in df[PATHS_COLUMN]]
     bboxes = _bboxes_of(df)
 

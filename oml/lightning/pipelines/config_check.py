@@ -194,6 +194,7 @@ _TRAINING: Dict[str, Tuple[bool, TChecker]] = {
     "valid_period": (False, _integer(1)),
     "cache_size": (False, _optional(_integer(0))),
     "show_dataset_warnings": (False, _boolean),
+    "allow_paths_outside_root": (False, _boolean),
     "log_images": (False, _boolean),
     "metric_args": (False, _optional(_metric_args)),
     "scheduling": (False, _scheduling),
@@ -238,6 +239,7 @@ SCHEMAS: Dict[str, Dict[str, Tuple[bool, TChecker]]] = {
         "postprocessor": (False, _optional(_block)),
         "metric_args": (False, _optional(_metric_args)),
         "show_dataset_warnings": (False, _boolean),
+        "allow_paths_outside_root": (False, _boolean),
         "extractor_weights": (False, _anything),
         "postprocessor_weights": (False, _anything),
     },
@@ -374,7 +376,9 @@ def expected_metric_names(metric_args: Mapping[str, Any]) -> List[str]:
         "fnmr@fmr": args["fmr_vals"],
         "pcf": args["pfc_variance"],
     }
-    return [f"OVERALL/{family}/{value}" for family, values in families.items() for value in values]
+    names = [f"OVERALL/{family}/{value}" for family, values in families.items() for value in values]
+    # MAP@R, R-precision, MRR and the clustering metrics are logged without a k
+    return names + [f"OVERALL/{name}" for name in (*args["ranking_metrics"], *args["clustering_metrics"])]
 
 
 def check_metric_for_checkpointing(metric: str, metric_args: Mapping[str, Any]) -> None:

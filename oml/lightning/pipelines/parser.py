@@ -98,6 +98,17 @@ def parse_scheduler_from_config(cfg: TCfg, optimizer: Optimizer) -> Dict[str, An
     }
 
 
+def parse_metric_kwargs_from_config(cfg: TCfg, dataset: Any, postprocessor: Any = None) -> Dict[str, Any]:
+    """The arguments of ``EmbeddingMetrics`` for a validation dataset: the item keys the plots and DDP need, the
+    dataset's ``sequence`` key when its table has that column, the postprocessor, then ``metric_args``."""
+    kwargs: Dict[str, Any] = {"extra_keys": (dataset.paths_key, dataset.index_key, *dataset.bboxes_keys)}
+    if getattr(dataset, "sequence_key", None):
+        kwargs["sequence_key"] = dataset.sequence_key
+    if postprocessor is not None:
+        kwargs["postprocessor"] = postprocessor
+    return {**kwargs, **(cfg.get("metric_args") or {})}
+
+
 def parse_sampler_from_config(cfg: TCfg, dataset: Any) -> Optional[IBatchSampler]:
     """The ``sampler`` block built over the dataset's labels (and categories), or None for ``sampler: null``."""
     from oml.registry.samplers import SAMPLERS_CATEGORIES_BASED, get_sampler_by_cfg

@@ -15,6 +15,7 @@ from oml.lightning.pipelines.parser import (
     ConfigError,
     fit_by_config,
     initialize_logging,
+    parse_metric_kwargs_from_config,
     parse_sampler_from_config,
     parse_scheduler_from_config,
     start_training,
@@ -41,6 +42,7 @@ def _get_datasets(cfg: Dict[str, Any]) -> Tuple[DatasetWithLabels, DatasetQueryG
         dataframe_name=cfg["dataframe_name"],
         cache_size=cfg.get("cache_size", 0),
         verbose=cfg.get("show_dataset_warnings", True),
+        allow_paths_outside_root=cfg.get("allow_paths_outside_root", False),
     )
 
 
@@ -96,10 +98,7 @@ def _train(cfg: Dict[str, Any], engine_params: Dict[str, Any], is_ddp: bool) -> 
         "freeze_n_epochs": cfg.get("freeze_n_epochs", 0),
         **parse_scheduler_from_config(cfg, optimizer),
     }
-    metric_kwargs = {
-        "extra_keys": (valid_dataset.paths_key, valid_dataset.index_key, *valid_dataset.bboxes_keys),
-        **(cfg.get("metric_args") or {}),
-    }
+    metric_kwargs = parse_metric_kwargs_from_config(cfg, valid_dataset)
     if is_ddp:
         module = ExtractorModuleDDP(loaders_train=loader_train, loaders_val=loader_val, **module_kwargs)
         metrics_callback = MetricValCallbackDDP(

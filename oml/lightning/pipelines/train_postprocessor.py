@@ -28,6 +28,7 @@ from oml.lightning.pipelines.parser import (
     fit_by_config,
     initialize_logging,
     parse_engine_params_from_config,
+    parse_metric_kwargs_from_config,
     parse_sampler_from_config,
     parse_scheduler_from_config,
     start_training,
@@ -94,21 +95,26 @@ def get_loaders_with_embeddings(cfg: TCfg) -> Tuple[DataLoader, DataLoader]:
         batch_size=cfg["batch_size_inference"],
         use_fp16=str(cfg.get("precision", 32)) in ("16", "16-mixed"),
         verbose=cfg.get("show_dataset_warnings", True),
+        allow_paths_outside_root=cfg.get("allow_paths_outside_root", False),
     )
     del extractor
+    datasets = {
+        "dataset_root": cfg["dataset_root"],
+        "allow_paths_outside_root": cfg.get("allow_paths_outside_root", False),
+    }
 
     train_dataset = DatasetWithLabels(
         df=df_train,
-        dataset_root=cfg["dataset_root"],
         transform=get_transforms_by_cfg(cfg["transforms_train"]),
         cache_size=cfg.get("cache_size", 0),
         extra_data={EMBEDDINGS_KEY: emb_train},
+        **datasets,
     )
     valid_dataset = DatasetQueryGallery(
         df=df_val,
-        dataset_root=cfg["dataset_root"],
         transform=get_normalisation_resize_torch(im_size=8),
         extra_data={EMBEDDINGS_KEY: emb_val},
+        **datasets,
     )
     sampler = parse_sampler_from_config(cfg, train_dataset)
     if sampler is None:
@@ -158,11 +164,7 @@ def _train(cfg: Dict[str, Any], engine_params: Dict[str, Any], is_ddp: bool) -> 
         **parse_scheduler_from_config(cfg, optimizer),
     }
     dataset = loader_val.dataset
-    metric_kwargs = {
-        "extra_keys": (dataset.paths_key, dataset.index_key, *dataset.bboxes_keys),
-        "postprocessor": postprocessor,
-        **(cfg.get("metric_args") or {}),
-    }
+    metric_kwargs = parse_metric_kwargs_from_config(cfg, dataset, postprocessor)
     log_images = cfg.get("log_images", True)
     if is_ddp:
         module = PairwiseModuleDDP(loaders_train=loader_train, loaders_val=loader_val, **module_kwargs)

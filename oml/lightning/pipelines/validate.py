@@ -14,6 +14,7 @@ from oml.lightning.pipelines.config_check import check_config
 from oml.lightning.pipelines.parser import (
     check_is_config_for_ddp,
     parse_engine_params_from_config,
+    parse_metric_kwargs_from_config,
     parse_precision,
 )
 from oml.metrics.embeddings import EmbeddingMetrics, EmbeddingMetricsDDP
@@ -32,12 +33,19 @@ def extractor_validation_pipeline(cfg: TCfg) -> Tuple[pl.Trainer, Dict[str, Any]
     is_ddp = check_is_config_for_ddp(engine_params)
 
     df = pd.read_csv(f"{cfg['dataset_root']}/{cfg['dataframe_name']}")
+    outside = cfg.get("allow_paths_outside_root", False)
     check_retrieval_dataframe_format(
-        df, dataset_root=cfg["dataset_root"], verbose=cfg.get("show_dataset_warnings", True)
+        df,
+        dataset_root=cfg["dataset_root"],
+        verbose=cfg.get("show_dataset_warnings", True),
+        allow_paths_outside_root=outside,
     )
     df_val = df[df[SPLIT_COLUMN] == "validation"].reset_index(drop=True)
     dataset = DatasetQueryGallery(
-        df_val, dataset_root=cfg["dataset_root"], transform=get_transforms_by_cfg(cfg["transforms_val"])
+        df_val,
+        dataset_root=cfg["dataset_root"],
+        transform=get_transforms_by_cfg(cfg["transforms_val"]),
+        allow_paths_outside_root=outside,
     )
     loader = DataLoader(dataset, batch_size=cfg["bs_val"], num_workers=cfg["num_workers"], shuffle=False)
 
@@ -47,11 +55,7 @@ def extractor_validation_pipeline(cfg: TCfg) -> Tuple[pl.Trainer, Dict[str, Any]
         from oml.registry.postprocessors import get_postprocessor_by_cfg
 
         postprocessor = get_postprocessor_by_cfg(cfg["postprocessor"])
-    metric_kwargs = {
-        "extra_keys": (dataset.paths_key, dataset.index_key, *dataset.bboxes_keys),
-        "postprocessor": postprocessor,
-        **(cfg.get("metric_args") or {}),
-    }
+    metric_kwargs = parse_metric_kwargs_from_config(cfg, dataset, postprocessor)
     if is_ddp:
         module = ExtractorModuleDDP(extractor=extractor, loaders_val=loader)
         callback = MetricValCallbackDDP(metric=EmbeddingMetricsDDP(**metric_kwargs))
