@@ -4,15 +4,15 @@ Blocks run in one temporary working directory that already holds ``mock_dataset/
 themselves also call ``download_mock_dataset``, as a reader would).
 """
 
-import re
 from pathlib import Path
 
 import pytest
 
 from oml.utils.download_mock_dataset import download_mock_dataset
+from tests.utils.docs import REPO, python_blocks, run_block
 
-README = Path(__file__).parent.parent / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+README = REPO / "README.md"
+BLOCKS = python_blocks(README)
 
 
 @pytest.fixture(scope="module")
@@ -29,4 +29,4 @@ def test_readme_has_python_blocks() -> None:
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(index: int, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(workdir)
-    exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {"__name__": "__readme__"})
+    run_block(README, index)

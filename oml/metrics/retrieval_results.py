@@ -417,7 +417,7 @@ class RetrievalResults:
         cmc_top_k: Sequence[int] = (5,),
         precision_top_k: Sequence[int] = (5,),
         map_top_k: Sequence[int] = (5,),
-        ranking_metrics: Sequence[str] = RANKING_METRICS,
+        ranking_metrics: Optional[Sequence[str]] = None,
         fmr_vals: Sequence[float] = (),
         pcf_variance: Sequence[float] = (),
         clustering_metrics: Sequence[str] = (),
@@ -431,7 +431,8 @@ class RetrievalResults:
             cmc_top_k: values of k for CMC@k (at most the ``top_k`` the results were built with).
             precision_top_k: values of k for precision@k.
             map_top_k: values of k for MAP@k.
-            ranking_metrics: any of ``"map@r"``, ``"r_precision"``, ``"mrr"`` (prepared at build time).
+            ranking_metrics: any of ``"map@r"``, ``"r_precision"``, ``"mrr"`` prepared at build time (default: all
+                of those prepared).
             fmr_vals: false match rates for FNMR@FMR (over all query-gallery pairs, bounded memory).
             pcf_variance: shares of variance for the PCF topological metric (on all samples).
             clustering_metrics: any of ``"nmi"``, ``"ami"``: k-means of the queries into as many clusters as
@@ -452,6 +453,7 @@ class RetrievalResults:
                     f"{name}={tuple(top_k)} asks for more than the {self.gt_tops.shape[1]} items kept per query; "
                     f"build the results with top_k >= {max(too_wide)}."
                 )
+        ranking_metrics = tuple(self.ranking) if ranking_metrics is None else tuple(ranking_metrics)
         missing = set(ranking_metrics) - set(self.ranking)
         if missing:
             raise ValueError(

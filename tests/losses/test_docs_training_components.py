@@ -1,18 +1,16 @@
 """The python code blocks of docs/training-components.md run (so the documentation cannot rot)."""
 
-import re
-from pathlib import Path
-
 import pytest
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "training-components.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
+from tests.utils.docs import DOCS, python_blocks, run_block
+
+DOC = DOCS / "training-components.md"
 
 
 def test_the_doc_has_examples() -> None:
-    assert len(BLOCKS) >= 6
+    assert len(python_blocks(DOC)) >= 6
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.parametrize("index", range(len(python_blocks(DOC))))
 def test_code_block_runs(index: int) -> None:
-    exec(compile(BLOCKS[index], f"{DOC.name}[block {index}]", "exec"), {"__name__": "__doc_example__"})
+    run_block(DOC, index)

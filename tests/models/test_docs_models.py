@@ -16,11 +16,12 @@ import oml.const
 from oml.models import ViTExtractor
 from oml.registry.models import EXTRACTORS_REGISTRY
 from tests.models.layout_utils import random_state_dict, read_layout, write_to_hf_cache
+from tests.utils.docs import DOCS, python_blocks, run_all_blocks
 from tests.utils.http_server import serve_files
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "models.md"
+DOC = DOCS / "models.md"
 TEXT = DOC.read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, flags=re.DOTALL)
+BLOCKS = python_blocks(DOC)
 DOC_TAG = "mobilenetv3_small_100.lamb_in1k"
 
 
@@ -35,9 +36,7 @@ def test_doc_blocks_run(tmp_path: Path, offline_hf_cache: Path, monkeypatch: pyt
         entry = {**ViTExtractor.pretrained_models["vits16_dino"], "url": [server.url("/dino.pth")],
                  "hash": hashlib.md5(content).hexdigest()[:6]}  # fmt: skip
         monkeypatch.setitem(ViTExtractor.pretrained_models, "vits16_dino", entry)
-        namespace: dict = {"__name__": "__doc_example__"}
-        for i, block in enumerate(BLOCKS):
-            exec(compile(block, f"{DOC.name}[block {i}]", "exec"), namespace)
+        namespace = run_all_blocks(DOC)
     assert server.requests == ["/dino.pth"]
     assert namespace["extractor"].feat_dim == 1024 and (tmp_path / "resnet18.onnx").is_file()
 

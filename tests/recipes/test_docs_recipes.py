@@ -6,24 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from oml.const import PROJECT_ROOT
 from tests.datasets.converters.layouts import make_cub, make_sop
 from tests.recipes.test_recipes import readme_commands
+from tests.utils.docs import DOCS, REPO, python_blocks, run_all_blocks
 
-DOC = PROJECT_ROOT / "docs" / "recipes.md"
+DOC = DOCS / "recipes.md"
 TEXT = DOC.read_text()
 
 
 def test_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", TEXT, flags=re.DOTALL)
-    assert len(blocks) == 2
+    assert len(python_blocks(DOC)) == 2
     make_cub(tmp_path / "data" / "CUB_200_2011")
     make_sop(tmp_path / "data" / "broken_SOP")
     (tmp_path / "data" / "broken_SOP" / "chair_final" / "100001_1.JPG").unlink()
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "__doc_example__"}
-    for i, block in enumerate(blocks):
-        exec(compile(block, f"{DOC.name}[block {i}]", "exec"), namespace)
+    run_all_blocks(DOC)
     out = capsys.readouterr().out
     assert "protocol 'unseen_classes'" in out
     assert "data/broken_SOP/Ebay_train.txt, line 3: the image does not exist" in out
@@ -40,4 +37,4 @@ def test_links_exist() -> None:
     assert len(links) == 4
     for link in links:
         assert (DOC.parent / link).resolve().is_file(), link
-    assert "docs/recipes.md" in (PROJECT_ROOT / "README.md").read_text()
+    assert "docs/recipes.md" in (REPO / "README.md").read_text()
