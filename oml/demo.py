@@ -1,7 +1,8 @@
 """``make demo``: the main job on the built-in mock dataset.
 
 Generates the mock dataset, checks its tables, trains a small extractor on CPU through the training
-pipeline (config ``pipelines/mock/train.yaml``), prints the validation metrics per epoch next to
+pipeline (config ``oml/configs/mock_train.yaml``, shipped with the package: a copy of the repository's
+``pipelines/mock/train.yaml``, so that ``python -m oml.demo`` runs from an installed oml), prints the validation metrics per epoch next to
 those of the untrained model, and saves the best checkpoint and an image of the worst queries.
 """
 
@@ -11,11 +12,12 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from oml.const import MOCK_DATASET_PATH, PROJECT_ROOT
+import oml.configs
+from oml.const import MOCK_DATASET_PATH
 from oml.utils.dataframe_format import check_retrieval_dataframe_format
 from oml.utils.download_mock_dataset import download_mock_dataset
 
-CONFIG = PROJECT_ROOT / "pipelines" / "mock" / "train.yaml"
+CONFIG = Path(oml.configs.__file__).parent / "mock_train.yaml"
 
 
 def compose_config(config: Path, overrides: List[str]) -> Dict:
