@@ -35,9 +35,9 @@ def test_the_demo_config_composes_from_an_installed_copy(tmp_path: Path) -> None
     )
     code = (
         "import oml, oml.demo; from pathlib import Path; "
-        "assert Path(oml.__file__).is_relative_to(Path(r'%s')), oml.__file__; "
+        f"assert Path(oml.__file__).is_relative_to(Path(r'{target}')), oml.__file__; "
         "cfg = oml.demo.compose_config(oml.demo.CONFIG, ['max_epochs=1']); "
-        "print(cfg['max_epochs'], cfg['optimizer']['name'])" % target
+        "print(cfg['max_epochs'], cfg['optimizer']['name'])"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
