@@ -3,7 +3,8 @@
 Generates the mock dataset, checks its tables, trains a small extractor on CPU through the training
 pipeline (config ``oml/configs/mock_train.yaml``, shipped with the package: a copy of the repository's
 ``pipelines/mock/train.yaml``, so that ``python -m oml.demo`` runs from an installed oml), prints the
-validation metrics per epoch next to those of the untrained model, and saves the best checkpoint and an image of the worst queries.
+validation metrics per epoch next to those of the untrained model, and saves the best checkpoint and an
+image of the worst queries.
 """
 
 import argparse

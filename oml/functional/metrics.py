@@ -18,7 +18,7 @@ from torch import Tensor
 from oml.functional.distances import exact_cdist
 from oml.functional.fnmr import calc_fnmr_at_fmr_by_embeddings
 from oml.functional.ordering import topk_stable
-from oml.utils.checks import check_in_range, check_ints
+from oml.utils.checks import check_bool_vector, check_in_range, check_ints
 from oml.utils.misc import reduce_metrics  # noqa: F401  (OML 0.4.4 also exports it here)
 from oml.utils.misc_torch import PCA, elementwise_dist
 
@@ -258,17 +258,6 @@ RANKING_FUNCTIONS = {"map@r": calc_map_at_r, "r_precision": calc_r_precision}
 
 
 # --------------------------------------------------------------------------------------------- dense (OML API)
-def _select(mask: Union[Tensor, np.ndarray, Sequence[Any]], name: str, n: int) -> Tensor:
-    mask = _to_tensor(mask)
-    if mask.ndim != 1 or len(mask) != n:
-        raise ValueError(f"{name} must be a vector of length {n}, got shape {tuple(mask.shape)}.")
-    if mask.dtype != torch.bool:
-        if not torch.isin(mask, torch.tensor([0, 1], dtype=mask.dtype)).all():
-            raise ValueError(f"{name} must contain only 0/1 or bool values.")
-        mask = mask.bool()
-    return mask
-
-
 def calc_distance_matrix(embeddings: Tensor, is_query: Tensor, is_gallery: Tensor) -> Tensor:
     """Dense ``[Q, G]`` Euclidean distances between the query rows and the gallery rows (O(QG) memory).
 
@@ -279,8 +268,8 @@ def calc_distance_matrix(embeddings: Tensor, is_query: Tensor, is_gallery: Tenso
     """
     if embeddings.ndim != 2:
         raise ValueError(f"embeddings must be a [N, D] matrix, got shape {tuple(embeddings.shape)}.")
-    is_query = _select(is_query, "is_query", len(embeddings))
-    is_gallery = _select(is_gallery, "is_gallery", len(embeddings))
+    is_query = check_bool_vector(is_query, "is_query", len(embeddings))
+    is_gallery = check_bool_vector(is_gallery, "is_gallery", len(embeddings))
     queries, galleries = embeddings[is_query], embeddings[is_gallery]
     if len(queries) == 0 or len(galleries) == 0:
         raise ValueError(f"Empty query ({len(queries)}) or gallery ({len(galleries)}) set.")
@@ -297,8 +286,8 @@ def calc_gt_mask(
             [False,  True, False]])
     """
     labels = _to_tensor(labels)
-    is_query = _select(is_query, "is_query", len(labels))
-    is_gallery = _select(is_gallery, "is_gallery", len(labels))
+    is_query = check_bool_vector(is_query, "is_query", len(labels))
+    is_gallery = check_bool_vector(is_gallery, "is_gallery", len(labels))
     return labels[is_query][:, None] == labels[is_gallery][None, :]
 
 
@@ -310,8 +299,8 @@ def calc_mask_to_ignore(is_query: Union[np.ndarray, Tensor], is_gallery: Union[n
             [ True, False]])
     """
     is_query = _to_tensor(is_query)
-    is_query = _select(is_query, "is_query", len(is_query))
-    is_gallery = _select(is_gallery, "is_gallery", len(is_query))
+    is_query = check_bool_vector(is_query, "is_query", len(is_query))
+    is_gallery = check_bool_vector(is_gallery, "is_gallery", len(is_query))
     ids = torch.arange(len(is_query))
     return ids[is_query][:, None] == ids[is_gallery][None, :]
 

@@ -44,7 +44,7 @@ from oml.interfaces.retrieval import IDistancesPostprocessor
 from oml.metrics.accumulation import Accumulator
 from oml.metrics.plotting import plot_retrieval_rows
 from oml.metrics.retrieval_results import RetrievalResults
-from oml.utils.checks import check_embeddings, check_in_range, check_ints
+from oml.utils.checks import check_bool_vector, check_embeddings, check_in_range, check_ints
 from oml.utils.misc import flatten_dict
 from oml.utils.misc_torch import drop_duplicates_by_ids
 
@@ -69,17 +69,6 @@ def _as_tensor(values: Any, name: str) -> Tensor:
     if array.dtype == object:
         raise TypeError(f"{name} must be numeric, got values like {array.ravel()[:3].tolist()}.")
     return torch.from_numpy(array)
-
-
-def _as_bool_vector(values: Any, name: str, n: int) -> Tensor:
-    mask = _as_tensor(values, name).flatten()
-    if len(mask) != n:
-        raise ValueError(f"{name} has {len(mask)} values, expected {n} (one per sample).")
-    if mask.dtype != torch.bool:
-        if not torch.isin(mask, torch.tensor([0, 1], dtype=mask.dtype)).all():
-            raise ValueError(f"{name} must contain only bools or 0/1, got values like {mask.unique()[:5].tolist()}.")
-        mask = mask.bool()
-    return mask
 
 
 def _python_key(value: Any) -> Any:
@@ -253,8 +242,8 @@ class EmbeddingMetrics(IMetricVisualisable):
         storage = self._collected()
         embeddings = check_embeddings(_as_tensor(storage[self.embeddings_key], self.embeddings_key), "embeddings")
         n = len(embeddings)
-        is_query = _as_bool_vector(storage[self.is_query_key], self.is_query_key, n)
-        is_gallery = _as_bool_vector(storage[self.is_gallery_key], self.is_gallery_key, n)
+        is_query = check_bool_vector(storage[self.is_query_key], self.is_query_key, n)
+        is_gallery = check_bool_vector(storage[self.is_gallery_key], self.is_gallery_key, n)
         labels = storage[self.labels_key]
         labels = np.asarray(labels.cpu() if isinstance(labels, Tensor) else labels).ravel()
         if len(labels) != n:

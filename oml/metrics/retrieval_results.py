@@ -40,7 +40,7 @@ from oml.functional.metrics import (
     warn_about_queries_without_match,
 )
 from oml.metrics.plotting import plot_retrieval_rows
-from oml.utils.checks import check_embeddings, check_in_range, check_ints
+from oml.utils.checks import check_bool_vector, check_embeddings, check_in_range, check_ints
 from oml.utils.labels import encode_labels
 
 RETRIEVAL_BUDGET = 2**24  # (query, neighbour) slots retrieved at once; larger jobs run in query chunks
@@ -143,8 +143,8 @@ class RetrievalResults:
         """
         embeddings = check_embeddings(embeddings, "embeddings")
         n = len(embeddings)
-        is_query = _bool_vector(is_query, "is_query", n)
-        is_gallery = _bool_vector(is_gallery, "is_gallery", n)
+        is_query = check_bool_vector(is_query, "is_query", n)
+        is_gallery = check_bool_vector(is_gallery, "is_gallery", n)
         _, (codes,) = encode_labels(_as_vector(labels, "labels", n))
         query_rows, gallery_rows = is_query.nonzero().flatten(), is_gallery.nonzero().flatten()
         if len(query_rows) == 0 or len(gallery_rows) == 0:
@@ -602,18 +602,6 @@ def _exact_search(
         return exact_knn(queries[positions], galleries, k, keys, gallery_keys)
 
     return search
-
-
-def _bool_vector(values: Any, name: str, n: int) -> Tensor:
-    mask = values.detach().cpu() if isinstance(values, Tensor) else torch.as_tensor(np.asarray(values))
-    mask = mask.flatten()
-    if len(mask) != n:
-        raise ValueError(f"{name} has {len(mask)} values, expected {n} (one per sample).")
-    if mask.dtype != torch.bool:
-        if not torch.isin(mask, torch.tensor([0, 1], dtype=mask.dtype)).all():
-            raise ValueError(f"{name} must contain only bools or 0/1, got values like {mask.unique()[:5].tolist()}.")
-        mask = mask.bool()
-    return mask
 
 
 __all__ = ["RetrievalResults", "count_relevant", "RETRIEVAL_BUDGET", "N_WITHOUT_MATCH_KEY"]

@@ -15,7 +15,15 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["InvalidArgumentError", "check_embeddings", "check_int", "check_ints", "check_in_range", "is_int"]
+__all__ = [
+    "InvalidArgumentError",
+    "check_bool_vector",
+    "check_embeddings",
+    "check_int",
+    "check_ints",
+    "check_in_range",
+    "is_int",
+]
 
 
 class InvalidArgumentError(TypeError, ValueError):
@@ -123,3 +131,28 @@ def check_embeddings(x: Any, name: str, dim: Optional[int] = None, dim_owner: st
                 f"distances to them are undefined."
             )
     return x
+
+
+def check_bool_vector(values: Any, name: str, n: int) -> torch.Tensor:
+    """``values`` (a tensor, an array or a list of bools or 0/1) as a bool tensor of ``n`` elements.
+
+    >>> check_bool_vector([1, 0, 1], "is_query", 3)
+    tensor([ True, False,  True])
+    """
+    if isinstance(values, torch.Tensor):
+        mask = values.detach().cpu()
+    else:
+        array = np.asarray(values)
+        if array.dtype == object:
+            raise InvalidArgumentError(f"{name} must be bools or 0/1, got values like {array.ravel()[:3].tolist()}.")
+        mask = torch.from_numpy(array)
+    if mask.numel() != n or mask.ndim != 1:
+        shape = tuple(mask.shape)
+        raise InvalidArgumentError(f"{name} must be a vector of length {n} (one per sample), got shape {shape}.")
+    mask = mask.flatten()
+    if mask.dtype != torch.bool:
+        if not torch.isin(mask, torch.tensor([0, 1], dtype=mask.dtype)).all():
+            examples = mask.unique()[:5].tolist()
+            raise InvalidArgumentError(f"{name} must contain only bools or 0/1, got values like {examples}.")
+        mask = mask.bool()
+    return mask
