@@ -10,7 +10,7 @@
 """
 
 import math
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -153,17 +153,25 @@ def _expected_mutual_info(table: np.ndarray) -> float:
     return total
 
 
+def _table_and_entropies(labels_true: Any, labels_pred: Any) -> Tuple[np.ndarray, Optional[Tuple[float, float]]]:
+    """The contingency table and the two entropies, or None for them when both partitions are trivial and
+    identical (one cluster each, or one sample per cluster each), where both scores are 1 by convention."""
+    table = _contingency(labels_true, labels_pred)
+    if table.shape[0] == table.shape[1] == 1 or table.shape[0] == table.shape[1] == table.sum():
+        return table, None
+    return table, (_entropy(table.sum(axis=1)), _entropy(table.sum(axis=0)))
+
+
 def normalized_mutual_info(labels_true: Any, labels_pred: Any) -> float:
     """``MI / mean(H(true), H(pred))`` (1 for identical partitions up to renaming, 1 when both are one cluster).
 
     >>> round(normalized_mutual_info([0, 0, 1, 1], [5, 5, 7, 7]), 12)
     1.0
     """
-    table = _contingency(labels_true, labels_pred)
-    if table.shape[0] == table.shape[1] == 1 or table.shape[0] == table.shape[1] == table.sum():
+    table, entropies = _table_and_entropies(labels_true, labels_pred)
+    if entropies is None:
         return 1.0
-    h_true, h_pred = _entropy(table.sum(axis=1)), _entropy(table.sum(axis=0))
-    denominator = max((h_true + h_pred) / 2, np.finfo(np.float64).eps)
+    denominator = max(sum(entropies) / 2, np.finfo(np.float64).eps)
     return _mutual_info(table) / denominator
 
 
@@ -173,12 +181,11 @@ def adjusted_mutual_info(labels_true: Any, labels_pred: Any) -> float:
     >>> round(adjusted_mutual_info([0, 0, 1, 1], [1, 1, 0, 0]), 12)
     1.0
     """
-    table = _contingency(labels_true, labels_pred)
-    if table.shape[0] == table.shape[1] == 1 or table.shape[0] == table.shape[1] == table.sum():
+    table, entropies = _table_and_entropies(labels_true, labels_pred)
+    if entropies is None:
         return 1.0
     mi, emi = _mutual_info(table), _expected_mutual_info(table)
-    h_true, h_pred = _entropy(table.sum(axis=1)), _entropy(table.sum(axis=0))
-    denominator = (h_true + h_pred) / 2 - emi
+    denominator = sum(entropies) / 2 - emi
     eps = np.finfo(np.float64).eps
     denominator = min(denominator, -eps) if denominator < 0 else max(denominator, eps)
     return (mi - emi) / denominator

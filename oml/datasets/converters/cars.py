@@ -9,7 +9,7 @@ from typing import Any, List, Union
 import numpy as np
 import pandas as pd
 
-from oml.const import LABELS_COLUMN, PATHS_COLUMN, X1_COLUMN, X2_COLUMN, Y1_COLUMN, Y2_COLUMN
+from oml import const
 from oml.datasets.converters.common import (
     SHARED_CLASSES,
     SOURCE_FILE,
@@ -70,8 +70,8 @@ def read_annotations(path: Path, folder: str) -> pd.DataFrame:
         fail_rows(rows, rows[name].isna(), f"{name} must be an integer")
     fail_rows(rows, rows["fname"].isna(), "fname must be a file name")
     rows[list(ANNOTATION_FIELDS[:-1])] = rows[list(ANNOTATION_FIELDS[:-1])].astype(np.int64)
-    rows[PATHS_COLUMN] = folder + "/" + rows["fname"]
-    fail_rows(rows, rows[PATHS_COLUMN].duplicated(), "the image is annotated twice", show=PATHS_COLUMN)
+    rows[const.PATHS_COLUMN] = folder + "/" + rows["fname"]
+    fail_rows(rows, rows[const.PATHS_COLUMN].duplicated(), "the image is annotated twice", show=const.PATHS_COLUMN)
     return rows
 
 
@@ -129,11 +129,11 @@ def convert_cars(
     )
     check_paths(rows, root, verbose)
 
-    rows[LABELS_COLUMN] = rows["class"]
+    rows[const.LABELS_COLUMN] = rows["class"]
     widths, heights = read_image_sizes(rows, root, verbose)
-    rows[X1_COLUMN], rows[Y1_COLUMN] = rows["bbox_x1"], rows["bbox_y1"]
-    rows[X2_COLUMN], rows[Y2_COLUMN] = rows["bbox_x2"] + 1, rows["bbox_y2"] + 1  # inclusive -> exclusive
-    rows[X2_COLUMN], rows[Y2_COLUMN] = fit_boxes(rows, widths, heights)
+    rows[const.X1_COLUMN], rows[const.Y1_COLUMN] = rows["bbox_x1"], rows["bbox_y1"]
+    rows[const.X2_COLUMN], rows[const.Y2_COLUMN] = rows["bbox_x2"] + 1, rows["bbox_y2"] + 1  # inclusive -> exclusive
+    rows[const.X2_COLUMN], rows[const.Y2_COLUMN] = fit_boxes(rows, widths, heights)
 
     is_validation = rows["is_test"] if protocol == SHARED_CLASSES else rows["class"] > CARS_N_TRAIN_CLASSES
     return finish(one_vs_rest(rows, is_validation), "Cars196", protocol, root, table_names(protocol, SHARED_CLASSES))

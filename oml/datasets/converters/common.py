@@ -16,20 +16,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from oml.const import (
-    BBOXES_COLUMNS,
-    CATEGORIES_COLUMN,
-    IS_GALLERY_COLUMN,
-    IS_QUERY_COLUMN,
-    LABELS_COLUMN,
-    OBLIGATORY_COLUMNS,
-    PATHS_COLUMN,
-    SPLIT_COLUMN,
-    X1_COLUMN,
-    X2_COLUMN,
-    Y1_COLUMN,
-    Y2_COLUMN,
-)
+from oml import const
 from oml.utils.io import atomic_write
 
 TPath = Union[str, Path]
@@ -190,9 +177,9 @@ def check_paths(df: pd.DataFrame, dataset_root: Path, verbose: bool = True) -> N
     Existence is tested against one walk of the top folders that the paths name (not one ``stat`` per row
     in Python), which matters for SOP's 120k images.
     """
-    paths = df[PATHS_COLUMN].astype(str)
+    paths = df[const.PATHS_COLUMN].astype(str)
     escaping = paths.str.startswith("/") | paths.str.contains(r"(?:^|/)\.\.(?:/|$)|\\", regex=True)
-    fail_rows(df, escaping, "the image path must be relative and stay inside the dataset root", show=PATHS_COLUMN)
+    fail_rows(df, escaping, "the image path must be relative and stay inside the dataset root", show=const.PATHS_COLUMN)
     unique = paths.unique().tolist()
     existing = list_files(dataset_root, sorted({p.partition("/")[0] for p in unique}), verbose=verbose)
     present = pd.Series([p in existing for p in unique], index=unique, dtype=bool)  # set lookups, no file system
@@ -200,7 +187,7 @@ def check_paths(df: pd.DataFrame, dataset_root: Path, verbose: bool = True) -> N
         df,
         ~paths.map(present).to_numpy(dtype=bool),
         f"the image does not exist under {dataset_root}",
-        show=PATHS_COLUMN,
+        show=const.PATHS_COLUMN,
     )
 
 
@@ -224,7 +211,7 @@ def read_image_sizes(df: pd.DataFrame, dataset_root: Path, verbose: bool = True)
     """Width and height of every row's image, from the file headers (the pixels are not decoded)."""
     widths = np.empty(len(df), dtype=np.int64)
     heights = np.empty(len(df), dtype=np.int64)
-    paths = df[PATHS_COLUMN].tolist()
+    paths = df[const.PATHS_COLUMN].tolist()
     for i, path in enumerate(tqdm(paths, desc="Reading image sizes", unit=" images", disable=not verbose)):
         try:
             with Image.open(dataset_root / path) as image:
@@ -244,7 +231,7 @@ def fit_boxes(df: pd.DataFrame, widths: np.ndarray, heights: np.ndarray) -> Tupl
     inclusive and exclusive, 0- and 1-based corners, so one pixel is the convention's uncertainty. Anything
     further out, a negative corner or an empty box raises ``RawDataError`` naming the file and line.
     """
-    x1, x2, y1, y2 = (df[c].to_numpy() for c in (X1_COLUMN, X2_COLUMN, Y1_COLUMN, Y2_COLUMN))
+    x1, x2, y1, y2 = (df[c].to_numpy() for c in (const.X1_COLUMN, const.X2_COLUMN, const.Y1_COLUMN, const.Y2_COLUMN))
     fail_rows(df, (x1 >= x2) | (y1 >= y2), "the box is empty (it needs a positive width and height)")
     outside = (x1 < 0) | (y1 < 0) | (x1 >= widths) | (y1 >= heights) | (x2 > widths + 1) | (y2 > heights + 1)
     positions = np.flatnonzero(outside)
@@ -254,7 +241,7 @@ def fit_boxes(df: pd.DataFrame, widths: np.ndarray, heights: np.ndarray) -> Tupl
             df,
             outside,
             f"the box (x_1={x1[i]}, y_1={y1[i]}, x_2={x2[i]}, y_2={y2[i]}) is outside the {widths[i]}x{heights[i]} "
-            f"image {df[PATHS_COLUMN].iloc[i]}",
+            f"image {df[const.PATHS_COLUMN].iloc[i]}",
         )
     return np.minimum(x2, widths), np.minimum(y2, heights)
 
@@ -312,16 +299,16 @@ def finish(
     cannot be scored, so it stays in the gallery only (or is dropped when it is not a gallery image either).
     """
     dropped: Dict[str, int] = {}
-    train = rows[SPLIT_COLUMN] == "train"
-    single = train & (rows[LABELS_COLUMN].map(rows.loc[train, LABELS_COLUMN].value_counts()) == 1)
+    train = rows[const.SPLIT_COLUMN] == "train"
+    single = train & (rows[const.LABELS_COLUMN].map(rows.loc[train, const.LABELS_COLUMN].value_counts()) == 1)
     if single.any():
         dropped["dropped train images whose label has no other image"] = int(single.sum())
     rows = rows[~single].copy()
 
-    val = rows[SPLIT_COLUMN] == "validation"
-    is_query = rows[IS_QUERY_COLUMN].where(val, False).astype(bool)
-    is_gallery = rows[IS_GALLERY_COLUMN].where(val, False).astype(bool)
-    n_gallery = is_gallery.groupby(rows[LABELS_COLUMN]).transform("sum") - (is_query & is_gallery)
+    val = rows[const.SPLIT_COLUMN] == "validation"
+    is_query = rows[const.IS_QUERY_COLUMN].where(val, False).astype(bool)
+    is_gallery = rows[const.IS_GALLERY_COLUMN].where(val, False).astype(bool)
+    n_gallery = is_gallery.groupby(rows[const.LABELS_COLUMN]).transform("sum") - (is_query & is_gallery)
     lonely = is_query & (n_gallery == 0)
     if (lonely & is_gallery).any():
         dropped["validation images kept as gallery only (no other image of their label)"] = int(
@@ -331,29 +318,31 @@ def finish(
         dropped["dropped queries without a gallery image of their label"] = int((lonely & ~is_gallery).sum())
     keep = ~(lonely & ~is_gallery)
     is_query &= ~lonely
-    rows[IS_QUERY_COLUMN] = is_query.where(val, None)
-    rows[IS_GALLERY_COLUMN] = is_gallery.where(val, None)
+    rows[const.IS_QUERY_COLUMN] = is_query.where(val, None)
+    rows[const.IS_GALLERY_COLUMN] = is_gallery.where(val, None)
     rows, is_query, is_gallery = rows[keep], is_query[keep], is_gallery[keep]
 
-    columns = [*OBLIGATORY_COLUMNS, *([CATEGORIES_COLUMN] if CATEGORIES_COLUMN in rows else [])]
-    has_boxes = write_boxes and all(c in rows for c in BBOXES_COLUMNS)
+    columns = [*const.OBLIGATORY_COLUMNS, *([const.CATEGORIES_COLUMN] if const.CATEGORIES_COLUMN in rows else [])]
+    has_boxes = write_boxes and all(c in rows for c in const.BBOXES_COLUMNS)
     tables = [(dataset_root / names[0], columns)]
     if has_boxes:
-        tables.append((dataset_root / names[1], [*columns, *BBOXES_COLUMNS]))
+        tables.append((dataset_root / names[1], [*columns, *const.BBOXES_COLUMNS]))
     for path, table_columns in tables:
         write_csv(rows[table_columns], path)
 
-    splits = rows[SPLIT_COLUMN]
+    splits = rows[const.SPLIT_COLUMN]
     return ConversionSummary(
         dataset=dataset,
         protocol=protocol,
         dataset_root=dataset_root,
         tables=[path for path, _ in tables],
         rows={split: int((splits == split).sum()) for split in ("train", "validation")},
-        labels={split: int(rows.loc[splits == split, LABELS_COLUMN].nunique()) for split in ("train", "validation")},
+        labels={
+            split: int(rows.loc[splits == split, const.LABELS_COLUMN].nunique()) for split in ("train", "validation")
+        },
         n_queries=int(is_query.sum()),
         n_galleries=int(is_gallery.sum()),
-        n_categories=int(rows[CATEGORIES_COLUMN].nunique()) if CATEGORIES_COLUMN in rows else None,
+        n_categories=int(rows[const.CATEGORIES_COLUMN].nunique()) if const.CATEGORIES_COLUMN in rows else None,
         dropped=dropped,
         notes=list(notes),
     )
@@ -369,9 +358,9 @@ def one_vs_rest(rows: pd.DataFrame, is_validation: Union[pd.Series, np.ndarray])
     """Set ``split`` by ``is_validation``; every validation image is both a query and a gallery image."""
     is_validation = np.asarray(is_validation, dtype=bool)
     rows = rows.copy()
-    rows[SPLIT_COLUMN] = np.where(is_validation, "validation", "train")
-    rows[IS_QUERY_COLUMN] = is_validation
-    rows[IS_GALLERY_COLUMN] = is_validation
+    rows[const.SPLIT_COLUMN] = np.where(is_validation, "validation", "train")
+    rows[const.IS_QUERY_COLUMN] = is_validation
+    rows[const.IS_GALLERY_COLUMN] = is_validation
     return rows
 
 

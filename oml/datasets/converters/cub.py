@@ -5,7 +5,7 @@ from typing import Union
 
 import numpy as np
 
-from oml.const import LABELS_COLUMN, PATHS_COLUMN, X1_COLUMN, X2_COLUMN, Y1_COLUMN, Y2_COLUMN
+from oml import const
 from oml.datasets.converters.common import (
     SHARED_CLASSES,
     UNSEEN_CLASSES,
@@ -76,16 +76,16 @@ def convert_cub(
     rows = join_by_id(join_by_id(images, labels, "image_id"), split, "image_id")
     rows = join_by_id(rows, boxes, "image_id", right_line="box_line")
 
-    rows[PATHS_COLUMN] = "images/" + rows["path"]
-    rows[LABELS_COLUMN] = rows["class_id"]
+    rows[const.PATHS_COLUMN] = "images/" + rows["path"]
+    rows[const.LABELS_COLUMN] = rows["class_id"]
     check_paths(rows, root, verbose)
 
-    rows[X1_COLUMN] = np.floor(rows["x"]).astype(np.int64)
-    rows[Y1_COLUMN] = np.floor(rows["y"]).astype(np.int64)
-    rows[X2_COLUMN] = np.ceil(rows["x"] + rows["width"]).astype(np.int64)
-    rows[Y2_COLUMN] = np.ceil(rows["y"] + rows["height"]).astype(np.int64)
+    rows[const.X1_COLUMN] = np.floor(rows["x"]).astype(np.int64)
+    rows[const.Y1_COLUMN] = np.floor(rows["y"]).astype(np.int64)
+    rows[const.X2_COLUMN] = np.ceil(rows["x"] + rows["width"]).astype(np.int64)
+    rows[const.Y2_COLUMN] = np.ceil(rows["y"] + rows["height"]).astype(np.int64)
     widths, heights = read_image_sizes(rows, root, verbose)
-    rows[X2_COLUMN], rows[Y2_COLUMN] = fit_boxes(as_source(rows, boxes_file, "box_line"), widths, heights)
+    rows[const.X2_COLUMN], rows[const.Y2_COLUMN] = fit_boxes(as_source(rows, boxes_file, "box_line"), widths, heights)
 
     if protocol == SHARED_CLASSES:
         is_validation = rows["is_training_image"] == 0

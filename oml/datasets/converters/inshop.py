@@ -5,18 +5,7 @@ from typing import List, Optional, Union
 
 import numpy as np
 
-from oml.const import (
-    CATEGORIES_COLUMN,
-    IS_GALLERY_COLUMN,
-    IS_QUERY_COLUMN,
-    LABELS_COLUMN,
-    PATHS_COLUMN,
-    SPLIT_COLUMN,
-    X1_COLUMN,
-    X2_COLUMN,
-    Y1_COLUMN,
-    Y2_COLUMN,
-)
+from oml import const
 from oml.datasets.converters.common import (
     UNSEEN_CLASSES,
     ConversionSummary,
@@ -86,7 +75,7 @@ def convert_inshop(
     )
     item_number = partition["item_id"].str.extract(r"^id_(\d+)$", expand=False)
     fail_rows(partition, item_number.isna(), "item_id must look like id_00000002", show="item_id")
-    partition[LABELS_COLUMN] = item_number.astype(np.int64)
+    partition[const.LABELS_COLUMN] = item_number.astype(np.int64)
     boxes_file = require_file(root / "list_bbox_inshop.txt", "the count, the header and one box per image")
     boxes = read_text_table(
         boxes_file,
@@ -98,29 +87,31 @@ def convert_inshop(
     boxes = boxes.rename(columns={c: f"box_{c}" for c in BBOX_HEADER[3:]})
     rows = join_by_id(partition, boxes, "image_name", right_line="box_line")
     fail_rows(rows, ~rows["image_name"].str.startswith("img/"), "image_name must start with img/", show="image_name")
-    rows[PATHS_COLUMN] = images_folder + rows["image_name"].str[len("img") :]
-    rows[CATEGORIES_COLUMN] = rows["image_name"].str.split("/").str[1:3].str.join("/")
+    rows[const.PATHS_COLUMN] = images_folder + rows["image_name"].str[len("img") :]
+    rows[const.CATEGORIES_COLUMN] = rows["image_name"].str.split("/").str[1:3].str.join("/")
     check_paths(rows, root, verbose)
 
-    train_items = rows.loc[rows["evaluation_status"] == "train", LABELS_COLUMN]
+    train_items = rows.loc[rows["evaluation_status"] == "train", const.LABELS_COLUMN]
     fail_rows(
         rows,
-        (rows["evaluation_status"] != "train") & rows[LABELS_COLUMN].isin(train_items),
+        (rows["evaluation_status"] != "train") & rows[const.LABELS_COLUMN].isin(train_items),
         "the item is also a train item",
         show="item_id",
     )
     status = rows["evaluation_status"]
-    rows[SPLIT_COLUMN] = np.where(status == "train", "train", "validation")
-    rows[IS_QUERY_COLUMN] = status == "query"
-    rows[IS_GALLERY_COLUMN] = status == "gallery"
+    rows[const.SPLIT_COLUMN] = np.where(status == "train", "train", "validation")
+    rows[const.IS_QUERY_COLUMN] = status == "query"
+    rows[const.IS_GALLERY_COLUMN] = status == "gallery"
 
     notes: List[str] = []
     write_boxes = images_folder == "img"
     if write_boxes:
-        for column in (X1_COLUMN, Y1_COLUMN, X2_COLUMN, Y2_COLUMN):
+        for column in (const.X1_COLUMN, const.Y1_COLUMN, const.X2_COLUMN, const.Y2_COLUMN):
             rows[column] = rows[f"box_{column}"]
         widths, heights = read_image_sizes(rows, root, verbose)
-        rows[X2_COLUMN], rows[Y2_COLUMN] = fit_boxes(as_source(rows, boxes_file, "box_line"), widths, heights)
+        rows[const.X2_COLUMN], rows[const.Y2_COLUMN] = fit_boxes(
+            as_source(rows, boxes_file, "box_line"), widths, heights
+        )
     else:
         notes.append(
             f"df_with_bboxes.csv not written: the boxes of list_bbox_inshop.txt are in the pixels of img/, the "

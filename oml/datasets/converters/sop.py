@@ -5,7 +5,7 @@ from typing import Union
 
 import pandas as pd
 
-from oml.const import CATEGORIES_COLUMN, LABELS_COLUMN, PATHS_COLUMN
+from oml import const
 from oml.datasets.converters.common import (
     UNSEEN_CLASSES,
     ConversionSummary,
@@ -46,16 +46,16 @@ def convert_sop(
         path = require_file(root / name, f"the header {' '.join(SOP_HEADER)!r} and one line per image")
         parts.append(read_text_table(path, SOP_HEADER, ints=SOP_HEADER[:3], header=SOP_HEADER).assign(is_test=is_test))
     rows = pd.concat(parts, ignore_index=True)
-    check_unique(rows, PATHS_COLUMN)
+    check_unique(rows, const.PATHS_COLUMN)
     test_classes = rows.loc[rows["is_test"], "class_id"]
     fail_rows(
         rows, ~rows["is_test"] & rows["class_id"].isin(test_classes), "the product is also in Ebay_test.txt", "class_id"
     )
     check_paths(rows, root, verbose)
 
-    rows[LABELS_COLUMN] = rows["class_id"]
-    rows[CATEGORIES_COLUMN] = rows[PATHS_COLUMN].str.split("/", n=1).str[0]
-    folders_per_id = rows.groupby("super_class_id")[CATEGORIES_COLUMN].transform("nunique")
+    rows[const.LABELS_COLUMN] = rows["class_id"]
+    rows[const.CATEGORIES_COLUMN] = rows[const.PATHS_COLUMN].str.split("/", n=1).str[0]
+    folders_per_id = rows.groupby("super_class_id")[const.CATEGORIES_COLUMN].transform("nunique")
     fail_rows(rows, folders_per_id > 1, "images of one super_class_id lie in several folders", show="super_class_id")
     return finish(one_vs_rest(rows, rows["is_test"]), "SOP", protocol, root, table_names(protocol, UNSEEN_CLASSES))
 
