@@ -26,6 +26,7 @@ brute-force oracle bit for bit, with ties broken by the smaller gallery index.
 import os
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
@@ -80,15 +81,26 @@ SCREENING_MIN_WORK = 2**30  # multiply-adds below which "auto" does not screen (
 _FAST_LOW_PRECISION: Dict[str, bool] = {}
 
 
+def _cpu_has_bf16_instructions() -> bool:
+    """AMX or AVX512-BF16 (Linux: /proc/cpuinfo); without them torch emulates bfloat16 GEMMs, far slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # unknown: let the timing decide
+    return any(flag in flags for flag in ("amx_bf16", "avx512_bf16"))
+
+
 def _bf16_is_fast(device: torch.device) -> bool:
     """Whether bfloat16 GEMMs run at least 1.5x faster than float32 ones here (timed once per process)."""
     key = str(device)
     if key not in _FAST_LOW_PRECISION:
         if device.type == "cuda":
             _FAST_LOW_PRECISION[key] = True  # tensor cores
+        elif not _cpu_has_bf16_instructions():
+            _FAST_LOW_PRECISION[key] = False
         else:
-            a = torch.randn(1024, 384, device=device)
-            b = torch.randn(384, 4096, device=device)
+            a = torch.randn(512, 384, device=device)
+            b = torch.randn(384, 2048, device=device)
             times = {torch.float32: [], torch.bfloat16: []}
             for _ in range(3):
                 for dtype in times:
@@ -371,7 +383,8 @@ class QueryGalleryDistances:
             for c0 in range(0, self.n_galleries, width):
                 g_aug = self.gallery_aug[c0 : c0 + width]
                 tile = buffer[: len(chunk) * len(g_aug)].view(len(chunk), len(g_aug))
-                torch.mm(q_aug, g_aug.T, out=tile)
+                with _float32_accumulation(self.tile_dtype, self.device):
+                    torch.mm(q_aug, g_aug.T, out=tile)
                 self.mask_tile(tile, chunk, c0)
                 yield r0, chunk, c0, tile
 
@@ -396,7 +409,8 @@ class QueryGalleryDistances:
                 q_aug, q_start = self._query_aug(rows), r0
             g_aug = self.gallery_aug[c0 : c0 + side]
             tile = buffer[: len(rows) * len(g_aug)].view(len(rows), len(g_aug))
-            torch.mm(q_aug, g_aug.T, out=tile)
+            with _float32_accumulation(self.tile_dtype, self.device):
+                torch.mm(q_aug, g_aug.T, out=tile)
             self.mask_tile(tile, rows, c0, contiguous_rows=True)
             yield r0, c0, tile
 
@@ -527,6 +541,27 @@ def _column_block_mins(tile: Tensor, kk: int, sub: int = SUB_BLOCK) -> Optional[
     if n_blocks < 2 * kk:
         return None
     return tile[: n_blocks * sub].view(n_blocks, sub, tile.shape[1]).amin(dim=1)
+
+
+@contextmanager
+def _float32_accumulation(dtype: torch.dtype, device: torch.device) -> Iterator[None]:
+    """On CUDA, low-precision GEMMs may reduce partial sums in low precision; the screening bound assumes
+    float32 sums, so that option is switched off while the kernel's GEMM runs (and restored)."""
+    if device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16):
+        yield
+        return
+    matmul = torch.backends.cuda.matmul
+    name = (
+        "allow_bf16_reduced_precision_reduction"
+        if dtype == torch.bfloat16
+        else "allow_fp16_reduced_precision_reduction"
+    )
+    before = getattr(matmul, name)
+    setattr(matmul, name, False)
+    try:
+        yield
+    finally:
+        setattr(matmul, name, before)
 
 
 @contextmanager

@@ -175,3 +175,77 @@ def test_two_threads_take_the_same_path_to_the_same_answer():
         assert torch.get_num_threads() == 2  # restored after every bookkeeping section
     finally:
         torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------------------- bfloat16 screening
+def test_screening_error_bound_holds_for_every_tile():
+    torch.manual_seed(16)
+    queries = torch.randn(60, 37) * torch.rand(60, 1) * 30  # D not a multiple of 16, varied and large norms
+    galleries = 5.0 + torch.randn(90, 37) * 3
+    dists = QueryGalleryDistances(queries, galleries, screen_dtype=torch.bfloat16)
+    assert dists.tile_dtype == torch.bfloat16 and dists.gallery_aug.dtype == torch.bfloat16
+    truth = (queries.double()[:, None] - galleries.double()[None]).square().sum(-1)
+    worst = 0.0
+    for _, rows, c0, tile in dists.tiles(torch.arange(60), 16, 32):
+        error = (tile.double() - truth[rows, c0 : c0 + tile.shape[1]]).abs() / dists.error_bound[rows][:, None]
+        worst = max(worst, float(error.max()))
+    assert worst <= 1.0  # the proven bound holds ...
+    assert worst > 0.01  # ... and is not vacuous: bfloat16 errors are a visible part of it
+
+
+@pytest.mark.parametrize(
+    "case", ["near_ties", "duplicates", "large_norms", "unnormalised", "separate_sets", "sequences"]
+)
+def test_screened_search_equals_the_float32_path_and_the_oracle(case):
+    torch.manual_seed(17)
+    n, dim = 400, 21
+    x = torch.randn(n, dim)
+    if case == "near_ties":
+        x = torch.nn.functional.normalize(torch.randn(20, dim), dim=1)[torch.arange(n) % 20] + 1e-4 * x
+    elif case == "duplicates":
+        x = x[torch.randint(0, 40, (n,))]
+    elif case == "large_norms":
+        x = x * 1e4 + 3e4
+    elif case == "unnormalised":
+        x = x * torch.rand(n, 1) * 50
+    ids = torch.arange(n)
+    if case == "sequences":
+        ids = knn_module.exclusion_keys(ids, (ids // 7).tolist())
+    queries, q_ids = (x[:150], ids[:150]) if case == "separate_sets" else (x, ids)
+    on = exact_knn(queries, x, 9, q_ids, ids, tile_size=64, screening="on")
+    off = exact_knn(queries, x, 9, q_ids, ids, tile_size=64, screening="off")
+    expected_d, expected_i = dense_oracle(queries, x, 9, q_ids, ids)
+    assert torch.equal(on.indices, expected_i) and torch.equal(on.distances, expected_d)
+    assert torch.equal(off.indices, on.indices) and torch.equal(off.distances, on.distances)
+
+
+def test_auto_screening_falls_back_when_the_bound_does_not_certify(monkeypatch):
+    # data whose k-th neighbour is not separated by the bfloat16 bound: the probe says no, float32 runs
+    monkeypatch.setattr(knn_module, "_bf16_is_fast", lambda device: True)
+    monkeypatch.setattr(knn_module, "SCREENING_MIN_WORK", 1)
+    chosen = []
+    original = knn_module.QueryGalleryDistances.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        chosen.append(self.tile_dtype)
+
+    monkeypatch.setattr(knn_module.QueryGalleryDistances, "__init__", spy)
+    torch.manual_seed(18)
+    x = torch.nn.functional.normalize(torch.randn(300, 32), dim=1)  # random directions: distances all close
+    result = exact_knn(x, x, 5, torch.arange(300), torch.arange(300), screening="auto")
+    assert chosen == [torch.bfloat16, torch.float32]  # probed in bfloat16, then searched in float32
+    expected_d, expected_i = dense_oracle(x, x, 5, torch.arange(300), torch.arange(300))
+    assert torch.equal(result.indices, expected_i) and torch.equal(result.distances, expected_d)
+
+
+def test_screening_choice_and_errors(monkeypatch):
+    x = torch.randn(10, 4)
+    assert knn_module.screening_dtype(x, x, "off") is None
+    assert knn_module.screening_dtype(x, x, True) == torch.bfloat16
+    assert knn_module.screening_dtype(x.double(), x.double(), "on") is None  # float64 stays exact float64
+    assert knn_module.screening_dtype(x, x, "auto") is None  # too small to be worth it
+    monkeypatch.setenv("OML_KNN_SCREENING", "on")
+    assert knn_module.screening_dtype(x, x) == torch.bfloat16
+    with pytest.raises(ValueError, match="screening must be"):
+        knn_module.screening_dtype(x, x, "sometimes")
