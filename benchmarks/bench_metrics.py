@@ -3,14 +3,17 @@
 N samples, 1000 balanced labels, dim 384 float32 (unit vectors around label centres); cmc@1,5, precision@5,
 map@5. Every measurement runs in its own subprocess, so that its peak RSS is its own. Printed per N:
 
-- ours: ``EmbeddingMetrics.compute_metrics()`` (time) and the peak RSS of the process;
+- ours: ``EmbeddingMetrics.compute_metrics()`` (time) and the peak RSS of the process, with the default
+  MAP@R, R-precision and MRR (R = 49 here: each label has N / 1000 samples);
+- ours without them (``ranking_metrics=()``, OML 0.4.4's metrics only): the cost of the ranking metrics;
 - GEMM: a bare chunked GEMM over the same N x N (4096 x 4096 tiles, the compute lower bound of a dense
   search); ours and the GEMM run interleaved, ``repeats`` times each, and the ratio of their medians is shown;
 - dense: OML 0.4.4's way (full ``cdist`` matrix + ``topk``) where it fits (``--dense-max``). Its metrics can differ
   from ours in the last digits: ``cdist`` uses the GEMM formula and its rounding errors reorder near-ties, while
   ours are computed from exact distances (``tests/`` check equality against an exact dense oracle).
 
-Usage: ``python benchmarks/bench_metrics.py [--sizes 10000 50000 200000] [--repeats 2] [--dense-max 20000]``.
+Usage: ``python benchmarks/bench_metrics.py [--sizes 10000 50000 200000] [--repeats 2] [--dense-max 20000]
+[--markdown]`` (``--markdown``: also print the table in markdown, with the date, the command and the CPU).
 The RSS includes the interpreter with torch imported (about 0.5 GB for a CUDA build of torch), shown as "import".
 """
 
@@ -52,14 +55,15 @@ def _full_data(n: int) -> Tuple[Any, Any]:
     return torch.cat(embeddings), torch.cat(labels)
 
 
-def run_ours(n: int) -> Dict[str, Any]:
+def run_ours(n: int, ranking: bool = True) -> Dict[str, Any]:
     import torch
 
     from oml.metrics.embeddings import EmbeddingMetrics
 
     import_rss = _peak_rss_mb()
+    extra = {} if ranking else {"ranking_metrics": ()}
     metric = EmbeddingMetrics(
-        cmc_top_k=(1, 5), precision_top_k=(5,), map_top_k=(5,), fmr_vals=(), pfc_variance=(), verbose=False
+        cmc_top_k=(1, 5), precision_top_k=(5,), map_top_k=(5,), fmr_vals=(), pfc_variance=(), verbose=False, **extra
     )
     metric.setup(num_samples=n)
     for embeddings, labels in _batches(n):
@@ -68,8 +72,16 @@ def run_ours(n: int) -> Dict[str, Any]:
     start = time.perf_counter()
     metrics = metric.compute_metrics()
     seconds = time.perf_counter() - start
-    values = {f"{name}@{k}": round(float(v), 6) for name, d in metrics["OVERALL"].items() for k, v in d.items()}
+    values = {
+        f"{name}@{k}" if isinstance(d, dict) else name: round(float(v), 6)
+        for name, d in metrics["OVERALL"].items()
+        for k, v in (d.items() if isinstance(d, dict) else [(None, d)])
+    }
     return {"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "import_rss_mb": import_rss, "metrics": values}
+
+
+def run_ours_plain(n: int) -> Dict[str, Any]:
+    return run_ours(n, ranking=False)
 
 
 def run_gemm(n: int) -> Dict[str, Any]:
@@ -120,32 +132,36 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of ours and of the GEMM per size")
     parser.add_argument("--dense-max", type=int, default=20_000, help="largest N for the dense baseline")
-    parser.add_argument("--worker", choices=["ours", "gemm", "dense"], help=argparse.SUPPRESS)
+    parser.add_argument("--markdown", action="store_true", help="also print a markdown table (for the docs)")
+    parser.add_argument("--worker", choices=["ours", "ours_plain", "gemm", "dense"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps({"ours": run_ours, "gemm": run_gemm, "dense": run_dense}[args.worker](args.n)))
+        workers = {"ours": run_ours, "ours_plain": run_ours_plain, "gemm": run_gemm, "dense": run_dense}
+        print(json.dumps(workers[args.worker](args.n)))
         return
 
     print(f"torch threads: {os.cpu_count()} cpus; load average at start: {os.getloadavg()}")
     header = (
-        f"{'N':>8} | {'ours s':>8} | {'GEMM s':>8} | {'ours/GEMM':>9} | {'dense s':>8} | "
-        f"{'ours RSS MB':>11} | {'import MB':>9} | {'dense RSS MB':>12} | max |ours - dense|"
+        f"{'N':>8} | {'ours s':>8} | {'no MAP@R s':>10} | {'+ranking':>8} | {'GEMM s':>8} | {'ours/GEMM':>9} | "
+        f"{'dense s':>8} | {'ours RSS MB':>11} | {'no MAP@R MB':>11} | {'import MB':>9} | {'dense RSS MB':>12} | "
+        "max |ours - dense|"
     )
     print(header)
     print("-" * len(header))
+    rows = []
     for n in args.sizes:
-        ours: List[Dict[str, Any]] = []
-        gemm: List[Dict[str, Any]] = []
+        runs: Dict[str, List[Dict[str, Any]]] = {"gemm": [], "ours": [], "ours_plain": []}
         for _ in range(args.repeats):
-            gemm.append(_subprocess("gemm", n))
-            ours.append(_subprocess("ours", n))
-        errors = [r["error"] for r in ours + gemm if "error" in r]
+            for mode in runs:  # interleaved, so that a change of load hits all three alike
+                runs[mode].append(_subprocess(mode, n))
+        errors = [r["error"] for results in runs.values() for r in results if "error" in r]
         if errors:
             print(f"{n:>8} | failed: {errors[0]}")
             continue
-        ours_s = statistics.median(r["seconds"] for r in ours)
-        gemm_s = statistics.median(r["seconds"] for r in gemm)
+        seconds = {mode: statistics.median(r["seconds"] for r in results) for mode, results in runs.items()}
+        rss = {mode: max(r["peak_rss_mb"] for r in results) for mode, results in runs.items()}
+        ours = runs["ours"]
         dense_s, dense_rss, equal = "-", "-", "-"
         if n <= args.dense_max:
             dense = _subprocess("dense", n)
@@ -156,13 +172,54 @@ def main() -> None:
                 equal = f"{max(abs(dense['metrics'][k] - ours[0]['metrics'][k]) for k in dense['metrics']):.1e}"
         else:
             dense_rss = f"needs ~{n * n * 5 / 2**30:.0f} GB"
-        ours_rss, import_rss = max(r["peak_rss_mb"] for r in ours), ours[0]["import_rss_mb"]
+        row = {
+            "n": n,
+            "ours": seconds["ours"],
+            "plain": seconds["ours_plain"],
+            "ranking": seconds["ours"] / seconds["ours_plain"] - 1,
+            "gemm": seconds["gemm"],
+            "ratio": seconds["ours"] / seconds["gemm"],
+            "dense": dense_s,
+            "rss": rss["ours"],
+            "plain_rss": rss["ours_plain"],
+            "import": ours[0]["import_rss_mb"],
+            "dense_rss": dense_rss,
+            "equal": equal,
+        }
+        rows.append(row)
         print(
-            f"{n:>8} | {ours_s:>8.2f} | {gemm_s:>8.2f} | {ours_s / gemm_s:>9.2f} | {dense_s:>8} | "
-            f"{ours_rss:>11.0f} | {import_rss:>9.0f} | {dense_rss:>12} | {equal}"
+            f"{n:>8} | {row['ours']:>8.2f} | {row['plain']:>10.2f} | {row['ranking']:>+8.0%} | {row['gemm']:>8.2f} | "
+            f"{row['ratio']:>9.2f} | {dense_s:>8} | {row['rss']:>11.0f} | {row['plain_rss']:>11.0f} | "
+            f"{row['import']:>9.0f} | {dense_rss:>12} | {equal}"
         )
-        runs_ours, runs_gemm = [round(r["seconds"], 2) for r in ours], [round(r["seconds"], 2) for r in gemm]
-        print(f"{'':>8}   runs: ours {runs_ours}, GEMM {runs_gemm}; metrics {ours[0]['metrics']}", flush=True)
+        runs_s = {mode: [round(r["seconds"], 2) for r in results] for mode, results in runs.items()}
+        print(f"{'':>8}   runs: {runs_s}; metrics {ours[0]['metrics']}", flush=True)
+    if args.markdown:
+        print_markdown(rows)
+
+
+def print_markdown(rows: List[Dict[str, Any]]) -> None:
+    """The table for the docs, with when, how and where it was measured."""
+    flags = ""
+    if Path("/proc/cpuinfo").is_file():
+        cpu_flags = next(
+            (line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), ""
+        )
+        flags = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in cpu_flags) or "-"
+    print(
+        f"\n{time.strftime('%Y-%m-%d')}, `python benchmarks/bench_metrics.py {' '.join(sys.argv[1:])}`, "
+        f"{os.cpu_count()} CPUs (flags: {flags}):\n"
+    )
+    print(
+        "| N | ours (s) | without MAP@R, R-precision, MRR (s) | cost of those | bare GEMM N x N (s) | ours / GEMM "
+        "| dense OML-style (s) | ours peak RSS (MB) | without them (MB) | dense peak RSS |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['n']:,} | {r['ours']:.2f} | {r['plain']:.2f} | {r['ranking']:+.0%} | {r['gemm']:.2f} | "
+            f"{r['ratio']:.2f} | {r['dense']} | {r['rss']:.0f} | {r['plain_rss']:.0f} | {r['dense_rss']} |"
+        )
 
 
 if __name__ == "__main__":
