@@ -8,12 +8,13 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 from matplotlib.figure import Figure
 from PIL import Image, ImageOps
 
 from oml.metrics.plotting import plot_retrieval_rows
+from oml.metrics.retrieval_results import RetrievalResults
 from oml.retrieval.index import SearchResult
 
 TPath = Union[str, Path]
@@ -77,6 +78,45 @@ def _thumbnail(path: TPath, size: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+#: one row of a page: the query's image and caption, then its results as (image or None, frame colour, caption)
+THtmlRow = Tuple[TPath, str, List[Tuple[Optional[TPath], str, str]]]
+QUERY_COLOR, GREEN, RED, GRAY = "#1f4fd6", "#1e9e3a", "#d62828", "#999999"
+
+
+def rows_to_html(rows: Sequence[THtmlRow], thumbnail_size: int = 128, title: str = "Search results") -> str:
+    """A self-contained HTML page (thumbnails embedded as base64) with one row per query."""
+    cache: dict = {}
+
+    def img(path: TPath, color: str, caption: str) -> str:
+        key = str(path)
+        if key not in cache:
+            cache[key] = _thumbnail(path, thumbnail_size)
+        return (
+            f'<figure style="border:4px solid {color}"><img src="{cache[key]}" alt="{html.escape(key)}" '
+            f'title="{html.escape(key)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+        )
+
+    blocks: List[str] = []
+    for query_path, query_caption, results in rows:
+        cells = [img(query_path, QUERY_COLOR, query_caption)]
+        for path, color, caption in results:
+            if path is None:
+                cells.append(f'<figure class="empty"><figcaption>{html.escape(caption)}</figcaption></figure>')
+            else:
+                cells.append(img(path, color, caption))
+        blocks.append('<div class="row">' + "".join(cells) + "</div>")
+    style = (
+        "body{font-family:sans-serif}.row{display:flex;gap:6px;margin:8px 0}"
+        f"figure{{margin:0;padding:2px;width:{thumbnail_size}px;text-align:center}}"
+        "figure img{max-width:100%}figcaption{font-size:11px;word-break:break-all}"
+        f".empty{{border:4px dashed #ccc;height:{thumbnail_size}px}}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h3>{html.escape(title)}</h3>{''.join(blocks)}</body></html>"
+    )
+
+
 def search_results_to_html(
     result: SearchResult,
     query_paths: Sequence[TPath],
@@ -93,40 +133,47 @@ def search_results_to_html(
     _check(result, query_paths, query_labels)
     paths = _gallery_paths(result, gallery_paths)
     labels = result.index.labels if query_labels is not None else None
-    cache: dict = {}
-
-    def img(path: TPath, color: str, caption: str) -> str:
-        key = str(path)
-        if key not in cache:
-            cache[key] = _thumbnail(path, thumbnail_size)
-        return (
-            f'<figure style="border:4px solid {color}"><img src="{cache[key]}" alt="{html.escape(key)}" '
-            f'title="{html.escape(key)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
-        )
-
-    rows: List[str] = []
+    rows: List[THtmlRow] = []
     for row, query_path in enumerate(query_paths):
         query_label = query_labels[row] if query_labels is not None else None
-        caption = "query" if query_label is None else f"query ({query_label})"
-        cells = [img(query_path, "#1f4fd6", caption)]
+        results: List[Tuple[Optional[TPath], str, str]] = []
         for i, d in zip(result.indices[row].tolist(), result.distances[row].tolist()):
             if i < 0:
-                cells.append('<figure class="empty"><figcaption>no match</figcaption></figure>')
+                results.append((None, GRAY, "no match"))
                 continue
-            color = "#999999" if labels is None else ("#1e9e3a" if labels[i] == query_label else "#d62828")
+            color = GRAY if labels is None else (GREEN if labels[i] == query_label else RED)
             extra = "" if result.index.labels is None else f" ({result.index.labels[i]})"
-            cells.append(img(paths[i], color, f"{d:.3f}{extra}"))
-        rows.append('<div class="row">' + "".join(cells) + "</div>")
-    style = (
-        "body{font-family:sans-serif}.row{display:flex;gap:6px;margin:8px 0}"
-        f"figure{{margin:0;padding:2px;width:{thumbnail_size}px;text-align:center}}"
-        "figure img{max-width:100%}figcaption{font-size:11px;word-break:break-all}"
-        f".empty{{border:4px dashed #ccc;height:{thumbnail_size}px}}"
-    )
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{style}</style></head><body><h3>{html.escape(title)}</h3>{''.join(rows)}</body></html>"
-    )
+            results.append((paths[i], color, f"{d:.3f}{extra}"))
+        rows.append((query_path, "query" if query_label is None else f"query ({query_label})", results))
+    return rows_to_html(rows, thumbnail_size, title)
+
+
+def retrieval_results_to_html(
+    results: RetrievalResults,
+    query_paths: Sequence[TPath],
+    gallery_paths: Sequence[TPath],
+    query_positions: Optional[Sequence[int]] = None,
+    n_instances: int = 5,
+    thumbnail_size: int = 128,
+    title: str = "Retrieval results",
+) -> str:
+    """The page of ``search_results_to_html`` for evaluation results (``RetrievalResults``): each chosen query
+    with its first ``n_instances`` results, framed green when relevant and red otherwise."""
+    if len(query_paths) != len(results) or len(gallery_paths) != results.n_galleries:
+        raise ValueError(
+            f"Expected {len(results)} query paths and {results.n_galleries} gallery paths, "
+            f"got {len(query_paths)} and {len(gallery_paths)}."
+        )
+    positions = range(len(results)) if query_positions is None else query_positions
+    rows: List[THtmlRow] = []
+    for q in positions:
+        width = min(n_instances, results.retrieved.shape[1])
+        cells = [
+            (gallery_paths[int(g)], GREEN if bool(hit) else RED, f"{float(d):.3f}")
+            for g, hit, d in zip(results.retrieved[q, :width], results.gt_tops[q, :width], results.distances[q, :width])
+        ]
+        rows.append((query_paths[q], f"query {q}", cells))
+    return rows_to_html(rows, thumbnail_size, title)
 
 
 def save_search_results_html(result: SearchResult, query_paths: Sequence[TPath], path: TPath, **kwargs: Any) -> Path:
@@ -137,4 +184,10 @@ def save_search_results_html(result: SearchResult, query_paths: Sequence[TPath],
     return path
 
 
-__all__ = ["plot_search_results", "search_results_to_html", "save_search_results_html"]
+__all__ = [
+    "plot_search_results",
+    "retrieval_results_to_html",
+    "rows_to_html",
+    "save_search_results_html",
+    "search_results_to_html",
+]

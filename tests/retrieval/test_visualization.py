@@ -51,3 +51,18 @@ def test_html(setup, tmp_path: Path) -> None:
     assert "#999999" in unlabelled and "no match" in unlabelled and "#d62828" not in unlabelled
     out = save_search_results_html(result, query_paths, tmp_path / "viewer" / "results.html")
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_html_of_evaluation_results(setup) -> None:
+    from oml.metrics.retrieval_results import RetrievalResults
+    from oml.retrieval.visualization import retrieval_results_to_html
+
+    index, _, query_paths, query_labels = setup
+    results = RetrievalResults.from_search(index, index.embeddings[:3] + 0.01, query_labels, top_k=4)
+    page = retrieval_results_to_html(results, query_paths, index.ids, n_instances=4)
+    hits = int(results.gt_tops.sum())
+    assert page.count('class="row"') == 3
+    assert page.count("#1e9e3a") == hits and page.count("#d62828") == 12 - hits
+    assert page == retrieval_results_to_html(results, query_paths, index.ids, query_positions=[0, 1, 2], n_instances=4)
+    with pytest.raises(ValueError, match="Expected 3 query paths"):
+        retrieval_results_to_html(results, query_paths[:2], index.ids)
