@@ -58,6 +58,20 @@ class PairwisePostprocessor(IDistancesPostprocessor, ABC):
 
     top_n: int
 
+    def _set_up(
+        self,
+        top_n: int,
+        pairwise_model: IPairwiseModel,
+        inference_args: Tuple[int, int, bool, bool],
+        is_query_key: str,
+        is_gallery_key: str,
+    ) -> None:
+        """What every pairwise postprocessor keeps (its subclasses keep OML 0.4.4's explicit signatures)."""
+        self.top_n = _check_top_n(top_n)
+        self.model = pairwise_model
+        self.num_workers, self.batch_size, self.verbose, self.use_fp16 = inference_args
+        self.is_query_key, self.is_gallery_key = is_query_key, is_gallery_key
+
     @abstractmethod
     def inference(self, queries: Any, galleries: Any, ii_top: Tensor, top_n: int) -> Tensor:
         """Scores ``[Q, top_n]`` of the pairs ``(queries[i], galleries[ii_top[i, j]])`` (smaller = more similar)."""
@@ -173,14 +187,7 @@ class PairwiseEmbeddingsPostprocessor(PairwisePostprocessor):
         is_gallery_key: str = IS_GALLERY_KEY,
         embeddings_key: str = EMBEDDINGS_KEY,
     ):
-        self.top_n = _check_top_n(top_n)
-        self.model = pairwise_model
-        self.num_workers = num_workers
-        self.batch_size = batch_size
-        self.verbose = verbose
-        self.use_fp16 = use_fp16
-        self.is_query_key = is_query_key
-        self.is_gallery_key = is_gallery_key
+        self._set_up(top_n, pairwise_model, (num_workers, batch_size, verbose, use_fp16), is_query_key, is_gallery_key)
         self.embeddings_key = embeddings_key
 
     def inference(self, queries: Tensor, galleries: Tensor, ii_top: Tensor, top_n: int) -> Tensor:
@@ -241,15 +248,8 @@ class PairwiseImagesPostprocessor(PairwisePostprocessor):
         is_gallery_key: str = IS_GALLERY_KEY,
         paths_key: str = PATHS_KEY,
     ):
-        self.top_n = _check_top_n(top_n)
-        self.model = pairwise_model
+        self._set_up(top_n, pairwise_model, (num_workers, batch_size, verbose, use_fp16), is_query_key, is_gallery_key)
         self.transforms = transforms
-        self.num_workers = num_workers
-        self.batch_size = batch_size
-        self.verbose = verbose
-        self.use_fp16 = use_fp16
-        self.is_query_key = is_query_key
-        self.is_gallery_key = is_gallery_key
         self.paths_key = paths_key
 
     @staticmethod
