@@ -162,17 +162,25 @@ def _table_and_entropies(labels_true: Any, labels_pred: Any) -> Tuple[np.ndarray
     return table, (_entropy(table.sum(axis=1)), _entropy(table.sum(axis=0)))
 
 
+def _mutual_info_score(labels_true: Any, labels_pred: Any, adjusted: bool) -> float:
+    """``(MI - E) / (mean(H(true), H(pred)) - E)`` with ``E = E[MI]`` when ``adjusted``, else ``E = 0``."""
+    table, entropies = _table_and_entropies(labels_true, labels_pred)
+    if entropies is None:
+        return 1.0
+    expected = _expected_mutual_info(table) if adjusted else 0.0
+    denominator = sum(entropies) / 2 - expected
+    eps = np.finfo(np.float64).eps
+    denominator = min(denominator, -eps) if denominator < 0 else max(denominator, eps)
+    return (_mutual_info(table) - expected) / denominator
+
+
 def normalized_mutual_info(labels_true: Any, labels_pred: Any) -> float:
     """``MI / mean(H(true), H(pred))`` (1 for identical partitions up to renaming, 1 when both are one cluster).
 
     >>> round(normalized_mutual_info([0, 0, 1, 1], [5, 5, 7, 7]), 12)
     1.0
     """
-    table, entropies = _table_and_entropies(labels_true, labels_pred)
-    if entropies is None:
-        return 1.0
-    denominator = max(sum(entropies) / 2, np.finfo(np.float64).eps)
-    return _mutual_info(table) / denominator
+    return _mutual_info_score(labels_true, labels_pred, adjusted=False)
 
 
 def adjusted_mutual_info(labels_true: Any, labels_pred: Any) -> float:
@@ -181,14 +189,7 @@ def adjusted_mutual_info(labels_true: Any, labels_pred: Any) -> float:
     >>> round(adjusted_mutual_info([0, 0, 1, 1], [1, 1, 0, 0]), 12)
     1.0
     """
-    table, entropies = _table_and_entropies(labels_true, labels_pred)
-    if entropies is None:
-        return 1.0
-    mi, emi = _mutual_info(table), _expected_mutual_info(table)
-    denominator = sum(entropies) / 2 - emi
-    eps = np.finfo(np.float64).eps
-    denominator = min(denominator, -eps) if denominator < 0 else max(denominator, eps)
-    return (mi - emi) / denominator
+    return _mutual_info_score(labels_true, labels_pred, adjusted=True)
 
 
 def calc_clustering_metrics(

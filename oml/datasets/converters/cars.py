@@ -10,25 +10,9 @@ import numpy as np
 import pandas as pd
 
 from oml import const
-from oml.datasets.converters.common import (
-    SHARED_CLASSES,
-    SOURCE_FILE,
-    SOURCE_LINE,
-    UNSEEN_CLASSES,
-    ConversionSummary,
-    RawDataError,
-    check_paths,
-    check_protocol,
-    fail_rows,
-    finish,
-    fit_boxes,
-    one_vs_rest,
-    read_image_sizes,
-    require_file,
-    table_names,
-)
+from oml.datasets.converters import common
 
-CARS_PROTOCOLS = (SHARED_CLASSES, UNSEEN_CLASSES)
+CARS_PROTOCOLS = (common.SHARED_CLASSES, common.UNSEEN_CLASSES)
 CARS_N_TRAIN_CLASSES = 98  # papers: classes 1-98 train, 99-196 validation
 ANNOTATION_FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
 
@@ -41,10 +25,10 @@ def _loadmat(path: Path, variable: str) -> np.ndarray:
     try:
         content = loadmat(str(path), squeeze_me=True)
     except Exception as e:  # scipy raises several types for a file that is not MATLAB v5
-        raise RawDataError(f"{path}: cannot read it as a MATLAB v5 .mat file ({e}).") from e
+        raise common.RawDataError(f"{path}: cannot read it as a MATLAB v5 .mat file ({e}).") from e
     if variable not in content:
         found = sorted(k for k in content if not k.startswith("__"))
-        raise RawDataError(f"{path}: expected the variable {variable!r}, found {found}.")
+        raise common.RawDataError(f"{path}: expected the variable {variable!r}, found {found}.")
     return np.atleast_1d(content[variable])
 
 
@@ -61,17 +45,21 @@ def read_annotations(path: Path, folder: str) -> pd.DataFrame:
     records = _loadmat(path, "annotations")
     missing = [f for f in ANNOTATION_FIELDS if records.dtype.names is None or f not in records.dtype.names]
     if missing:
-        raise RawDataError(f"{path}: the annotations have no fields {missing}; expected {list(ANNOTATION_FIELDS)}.")
+        raise common.RawDataError(
+            f"{path}: the annotations have no fields {missing}; expected {list(ANNOTATION_FIELDS)}."
+        )
     rows = pd.DataFrame({name: [_as_int(v) for v in records[name]] for name in ANNOTATION_FIELDS[:-1]})
     rows["fname"] = [v if isinstance(v, str) else None for v in records["fname"]]
-    rows[SOURCE_FILE] = str(path)
-    rows[SOURCE_LINE] = [f"annotation {i}" for i in range(1, len(rows) + 1)]
+    rows[common.SOURCE_FILE] = str(path)
+    rows[common.SOURCE_LINE] = [f"annotation {i}" for i in range(1, len(rows) + 1)]
     for name in ANNOTATION_FIELDS[:-1]:
-        fail_rows(rows, rows[name].isna(), f"{name} must be an integer")
-    fail_rows(rows, rows["fname"].isna(), "fname must be a file name")
+        common.fail_rows(rows, rows[name].isna(), f"{name} must be an integer")
+    common.fail_rows(rows, rows["fname"].isna(), "fname must be a file name")
     rows[list(ANNOTATION_FIELDS[:-1])] = rows[list(ANNOTATION_FIELDS[:-1])].astype(np.int64)
     rows[const.PATHS_COLUMN] = folder + "/" + rows["fname"]
-    fail_rows(rows, rows[const.PATHS_COLUMN].duplicated(), "the image is annotated twice", show=const.PATHS_COLUMN)
+    common.fail_rows(
+        rows, rows[const.PATHS_COLUMN].duplicated(), "the image is annotated twice", show=const.PATHS_COLUMN
+    )
     return rows
 
 
@@ -79,12 +67,12 @@ def _first_file(root: Path, candidates: List[str], what: str) -> Path:
     for candidate in candidates:
         if (root / candidate).is_file():
             return root / candidate
-    return require_file(root / candidates[0], what)
+    return common.require_file(root / candidates[0], what)
 
 
 def convert_cars(
-    dataset_root: Union[str, Path], protocol: str = SHARED_CLASSES, verbose: bool = True
-) -> ConversionSummary:
+    dataset_root: Union[str, Path], protocol: str = common.SHARED_CLASSES, verbose: bool = True
+) -> common.ConversionSummary:
     """Write ``df.csv`` and ``df_with_bboxes.csv`` of Cars196 into ``dataset_root`` (``CARS196/``).
 
     Reads ``devkit/cars_meta.mat`` (class names), ``devkit/cars_train_annos.mat`` and
@@ -101,10 +89,10 @@ def convert_cars(
         verbose: show progress bars.
 
     Raises:
-        RawDataError: a missing or unreadable file, a record with missing fields, a class id not in
+        common.RawDataError: a missing or unreadable file, a record with missing fields, a class id not in
             ``cars_meta.mat``, an image listed but absent, a box outside its image (file and record named).
     """
-    check_protocol("Cars196", protocol, CARS_PROTOCOLS)
+    common.check_protocol("Cars196", protocol, CARS_PROTOCOLS)
     root = Path(dataset_root)
     meta = _first_file(root, ["devkit/cars_meta.mat", "cars_meta.mat"], "the class names")
     n_classes = len(_loadmat(meta, "class_names"))
@@ -121,22 +109,28 @@ def convert_cars(
         "cars_test",
     )
     rows = pd.concat([train.assign(is_test=False), test.assign(is_test=True)], ignore_index=True)
-    fail_rows(
+    common.fail_rows(
         rows,
         ~rows["class"].between(1, n_classes),
         f"class must be one of the {n_classes} classes of {meta.name}",
         show="class",
     )
-    check_paths(rows, root, verbose)
+    common.check_paths(rows, root, verbose)
 
     rows[const.LABELS_COLUMN] = rows["class"]
-    widths, heights = read_image_sizes(rows, root, verbose)
+    widths, heights = common.read_image_sizes(rows, root, verbose)
     rows[const.X1_COLUMN], rows[const.Y1_COLUMN] = rows["bbox_x1"], rows["bbox_y1"]
     rows[const.X2_COLUMN], rows[const.Y2_COLUMN] = rows["bbox_x2"] + 1, rows["bbox_y2"] + 1  # inclusive -> exclusive
-    rows[const.X2_COLUMN], rows[const.Y2_COLUMN] = fit_boxes(rows, widths, heights)
+    rows[const.X2_COLUMN], rows[const.Y2_COLUMN] = common.fit_boxes(rows, widths, heights)
 
-    is_validation = rows["is_test"] if protocol == SHARED_CLASSES else rows["class"] > CARS_N_TRAIN_CLASSES
-    return finish(one_vs_rest(rows, is_validation), "Cars196", protocol, root, table_names(protocol, SHARED_CLASSES))
+    is_validation = rows["is_test"] if protocol == common.SHARED_CLASSES else rows["class"] > CARS_N_TRAIN_CLASSES
+    return common.finish(
+        common.one_vs_rest(rows, is_validation),
+        "Cars196",
+        protocol,
+        root,
+        common.table_names(protocol, common.SHARED_CLASSES),
+    )
 
 
 __all__ = ["convert_cars", "read_annotations", "CARS_PROTOCOLS"]
