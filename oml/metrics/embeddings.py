@@ -162,17 +162,19 @@ class EmbeddingMetrics(IMetricVisualisable):
         if postprocessor is not None and not isinstance(postprocessor, IDistancesPostprocessor):
             raise TypeError(f"postprocessor must be an IDistancesPostprocessor, got {type(postprocessor)}.")
 
-        self.embeddings_key = embeddings_key
-        self.labels_key = labels_key
-        self.is_query_key = is_query_key
-        self.is_gallery_key = is_gallery_key
+        # the keys of the batches
+        self.embeddings_key, self.labels_key = embeddings_key, labels_key
+        self.is_query_key, self.is_gallery_key = is_query_key, is_gallery_key
+        self.categories_key, self.sequence_key = categories_key, sequence_key
         self.extra_keys = tuple(extra_keys)
-        self.cmc_top_k = tuple(cmc_top_k)
-        self.precision_top_k = tuple(precision_top_k)
-        self.map_top_k = tuple(map_top_k)
-        self.fmr_vals = tuple(fmr_vals)
-        self.pfc_variance = tuple(pfc_variance)
-        self.categories_key = categories_key
+        # what to compute
+        self.cmc_top_k, self.precision_top_k, self.map_top_k = (
+            tuple(cmc_top_k),
+            tuple(precision_top_k),
+            tuple(map_top_k),
+        )
+        self.fmr_vals, self.pfc_variance = tuple(fmr_vals), tuple(pfc_variance)
+        self.ranking_metrics, self.clustering_metrics = tuple(ranking_metrics), tuple(clustering_metrics)
         self.postprocessor = postprocessor
         # per-query ranking metrics are not plotted by default: the same number of figures as OML 0.4.4
         self.metrics_to_exclude_from_visualization = [
@@ -182,13 +184,10 @@ class EmbeddingMetrics(IMetricVisualisable):
             *CLUSTERING_METRICS,
             *metrics_to_exclude_from_visualization,
         ]
+        # what to show and how strict to be
         self.return_only_main_category = return_only_main_category
         self.visualize_only_main_category = visualize_only_main_category
-        self.verbose = verbose
-        self.sequence_key = sequence_key
-        self.ranking_metrics = tuple(ranking_metrics)
-        self.clustering_metrics = tuple(clustering_metrics)
-        self.raise_on_queries_without_match = raise_on_queries_without_match
+        self.verbose, self.raise_on_queries_without_match = verbose, raise_on_queries_without_match
 
         keys = [embeddings_key, is_query_key, is_gallery_key, labels_key]
         if categories_key is not None:

@@ -31,6 +31,11 @@ def pairwise_dist(x1: Tensor, x2: Tensor, p: int = 2) -> Tensor:
     return torch.cdist(x1, x2, p=p)
 
 
+def normalise_if(x: Tensor, enabled: bool) -> Tensor:
+    """``normalise(x)`` when ``enabled`` (the extractors' ``normalise_features``), else ``x``."""
+    return normalise(x) if enabled else x
+
+
 def normalise(x: Tensor, p: int = 2, eps: float = 1e-12) -> Tensor:
     """Divide each row of ``x`` by its (detached) ``p``-norm.
 

@@ -11,7 +11,7 @@ from oml.models.loading import build_with_weights, cut_through, keep_own_keys
 from oml.models.utils import check_arch
 from oml.models.vit_clip.model import ARCHS, CLIPVisionTransformer, build_clip_vit
 from oml.models.zoo import PretrainedEntry, zoo_entry
-from oml.utils.misc_torch import normalise
+from oml.utils.misc_torch import normalise_if
 
 _OPENAI_URL = "https://openaipublic.azureedge.net/clip/models"
 _SBER_URL = "https://huggingface.co/sberbank-ai"
@@ -96,8 +96,7 @@ class ViTCLIPExtractor(IExtractor):
         return self.visual.output_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.visual(x)
-        return normalise(x) if self.normalise_features else x
+        return normalise_if(self.visual(x), self.normalise_features)
 
 
 __all__ = ["ViTCLIPExtractor"]

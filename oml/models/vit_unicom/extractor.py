@@ -11,7 +11,7 @@ from oml.models.loading import build_with_weights, oml_prefix
 from oml.models.utils import check_arch
 from oml.models.vit_unicom.model import ARCHS, UnicomVisionTransformer, build_unicom_vit
 from oml.models.zoo import PretrainedEntry, zoo_entry
-from oml.utils.misc_torch import normalise
+from oml.utils.misc_torch import normalise_if
 
 _UNICOM_URL = "https://github.com/deepglint/unicom/releases/download"
 
@@ -78,8 +78,7 @@ class ViTUnicomExtractor(IExtractor):
         return self.model.embedding_size
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.model(x)
-        return normalise(x) if self.normalise_features else x
+        return normalise_if(self.model(x), self.normalise_features)
 
 
 __all__ = ["ViTUnicomExtractor"]
