@@ -203,6 +203,58 @@ def exclusion_keys(sample_ids: Tensor, sequences: Optional[Any] = None) -> Tenso
     return torch.where(missing, codes, n_codes + sequence_codes)
 
 
+class PreparedGallery:
+    """The gallery operand of the kNN GEMM, built once and reused by every search against the same gallery.
+
+    The GEMM runs on data centred at the galleries' mean (distances do not change, the error bound shrinks
+    for embeddings far from the origin). Gallery side: ``[g', |g'|^2, 1]``; query side (built per tile):
+    ``[-2 q', 1, |q'|^2]``, where ``x' = fl(x - centre)``. The centre is representable in the compute dtype, so
+    ``x'`` is within ``u |x - centre|`` of ``x - centre``. Memory: ``G x (D + 2)`` values of ``tile_dtype``
+    (about the size of the gallery in float32, half of it in bfloat16), plus ``G`` float64 squared norms.
+
+    Args:
+        galleries: ``[G, D]`` finite embeddings.
+        screen_dtype: the low-precision dtype of a screening GEMM, or None (the gallery's own precision).
+        compute_dtype: float32 or float64 (default: float64 for float64 galleries, else float32).
+    """
+
+    def __init__(
+        self,
+        galleries: Tensor,
+        screen_dtype: Optional[torch.dtype] = None,
+        compute_dtype: Optional[torch.dtype] = None,
+    ):
+        compute_dtype = compute_dtype or distance_dtype(galleries)
+        if screen_dtype is not None and compute_dtype != torch.float32:
+            raise ValueError(f"Screening needs float32 embeddings, got {compute_dtype}.")
+        self.source = galleries
+        # torch counts in-place changes of a tensor: a gallery edited after preparing is prepared again
+        self.source_version = galleries._version
+        self.compute_dtype = compute_dtype
+        self.tile_dtype = screen_dtype or compute_dtype
+        self.galleries = galleries.to(compute_dtype).contiguous()
+        n, dim = self.galleries.shape
+        device = self.galleries.device
+        if n:
+            self.center = self.galleries.mean(dim=0, dtype=torch.float64).to(compute_dtype)
+        else:
+            self.center = torch.zeros(dim, dtype=compute_dtype, device=device)
+        # built chunk by chunk, so that a low-precision operand never has a full float32 copy beside it
+        self.gallery_aug = torch.empty(n, dim + 2, dtype=self.tile_dtype, device=device)
+        self.sq_norms = torch.empty(n, dtype=torch.float64, device=device)
+        for i in range(0, n, CHUNK):
+            centred = self.galleries[i : i + CHUNK] - self.center
+            self.sq_norms[i : i + CHUNK] = centred.double().square().sum(dim=1)
+            self.gallery_aug[i : i + CHUNK, :dim] = centred
+            self.gallery_aug[i : i + CHUNK, dim] = self.sq_norms[i : i + CHUNK].to(compute_dtype)
+        self.gallery_aug[:, dim + 1] = 1
+
+    def fits(self, galleries: Tensor, compute_dtype: torch.dtype, tile_dtype: torch.dtype) -> bool:
+        """Whether it was prepared from these very galleries (unchanged since), in these dtypes."""
+        same = galleries is self.source and galleries._version == self.source_version
+        return same and (compute_dtype, tile_dtype) == (self.compute_dtype, self.tile_dtype)
+
+
 class QueryGalleryDistances:
     """Squared query-gallery distances served tile by tile, with a proven error bound and exact recomputation.
 
@@ -218,6 +270,7 @@ class QueryGalleryDistances:
         screen_dtype: run the GEMM in this low precision (``torch.bfloat16``) for screening: the tiles are
             in that dtype and ``error_bound`` covers the rounding of the operands and of the results (see the
             module docstring). The exact recomputation is unchanged.
+        prepared: the ``PreparedGallery`` of ``galleries`` from an earlier search (used when it fits).
     """
 
     def __init__(
@@ -227,6 +280,7 @@ class QueryGalleryDistances:
         query_ids: Optional[Tensor] = None,
         gallery_ids: Optional[Tensor] = None,
         screen_dtype: Optional[torch.dtype] = None,
+        prepared: Optional[PreparedGallery] = None,
     ):
         check_embeddings(queries, "queries")
         if galleries is not queries:
@@ -240,8 +294,15 @@ class QueryGalleryDistances:
         self.symmetric = queries is galleries and (query_ids is gallery_ids)
         compute_dtype = distance_dtype(queries, galleries)
         self.out_dtype = compute_dtype
+        if screen_dtype is not None and compute_dtype != torch.float32:
+            raise ValueError(f"Screening needs float32 embeddings, got {compute_dtype}.")
+        self.tile_dtype = screen_dtype or compute_dtype
         self.queries = queries.to(compute_dtype).contiguous()
-        self.galleries = self.queries if self.symmetric else galleries.to(compute_dtype).contiguous()
+        if prepared is None or self.symmetric or not prepared.fits(galleries, compute_dtype, self.tile_dtype):
+            prepared = PreparedGallery(self.queries if self.symmetric else galleries, screen_dtype, compute_dtype)
+        #: the gallery side of the GEMM (reusable by later searches against the same gallery)
+        self.prepared = prepared
+        self.galleries = self.queries if self.symmetric else prepared.galleries
         self.n_queries, self.dim = self.queries.shape
         self.n_galleries = self.galleries.shape[0]
         self.device = self.queries.device
@@ -250,26 +311,7 @@ class QueryGalleryDistances:
         if (self.query_ids is None) != (self.gallery_ids is None):
             raise ValueError("query_ids and gallery_ids must be given together.")
 
-        # The GEMM runs on data centred at the galleries' mean (distances do not change, the error bound
-        # shrinks for embeddings far from the origin). Gallery side: [g', |g'|^2, 1]; query side (built per
-        # tile): [-2 q', 1, |q'|^2], where x' = fl(x - centre).
-        # The centre is representable in compute_dtype, so x' = fl(x - centre) is within u |x - centre| of x - centre.
-        if self.n_galleries:
-            self.center = self.galleries.mean(dim=0, dtype=torch.float64).to(compute_dtype)
-        else:
-            self.center = torch.zeros(self.dim, dtype=compute_dtype, device=self.device)
-        if screen_dtype is not None and compute_dtype != torch.float32:
-            raise ValueError(f"Screening needs float32 embeddings, got {compute_dtype}.")
-        self.tile_dtype = screen_dtype or compute_dtype
-        # built chunk by chunk, so that a low-precision operand never has a full float32 copy beside it
-        self.gallery_aug = torch.empty(self.n_galleries, self.dim + 2, dtype=self.tile_dtype, device=self.device)
-        gallery_sq_norms = torch.empty(self.n_galleries, dtype=torch.float64, device=self.device)
-        for i in range(0, self.n_galleries, CHUNK):
-            centred = self.galleries[i : i + CHUNK] - self.center
-            gallery_sq_norms[i : i + CHUNK] = centred.double().square().sum(dim=1)
-            self.gallery_aug[i : i + CHUNK, : self.dim] = centred
-            self.gallery_aug[i : i + CHUNK, self.dim] = gallery_sq_norms[i : i + CHUNK].to(compute_dtype)
-        self.gallery_aug[:, self.dim + 1] = 1
+        self.center, self.gallery_aug = prepared.center, prepared.gallery_aug
         self._masked = self._find_masked_pairs()
         # in the symmetric mode with unique ids the masked pairs are the diagonal
         self._diagonal_mask = (
@@ -279,7 +321,7 @@ class QueryGalleryDistances:
             and bool((self._masked[:, 0] == torch.arange(self.n_queries, device=self.device)).all())
         )
 
-        gallery_norms = gallery_sq_norms.to(compute_dtype).double().sqrt()
+        gallery_norms = prepared.sq_norms.to(compute_dtype).double().sqrt()
         if self.symmetric:
             query_norms = gallery_norms
         else:
@@ -651,6 +693,7 @@ def exact_knn(
     extra: Optional[int] = None,
     tile_size: Optional[int] = None,
     screening: Union[None, bool, str] = None,
+    prepared: Optional[PreparedGallery] = None,
 ) -> KNNResult:
     """Exact ``k`` nearest galleries of every query (Euclidean), in bounded memory.
 
@@ -669,6 +712,9 @@ def exact_knn(
             ``"off"``), or ``"auto"``: where the device does bfloat16 GEMMs fast (see ``screening_dtype``).
             Default: the ``OML_KNN_SCREENING`` environment variable, else ``"auto"``. The results are the
             same bit for bit either way: only the time differs.
+        prepared: a ``PreparedGallery(galleries, ...)`` kept between calls (``SearchIndex`` keeps one), so that
+            the gallery operand is not rebuilt by every search; ignored unless it was made from ``galleries`` in
+            the dtypes this search uses.
 
     Returns:
         ``KNNResult(distances [Q, k], indices [Q, k])``, sorted by distance, ties by gallery index.
@@ -682,7 +728,7 @@ def exact_knn(
     tensor([2, 3, 0, 0])
     """
     screen_dtype = screening_dtype(queries, galleries, screening)
-    dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, screen_dtype=screen_dtype)
+    dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, screen_dtype, prepared)
     n_galleries = dists.n_galleries
     if n_galleries == 0:
         raise ValueError("k must be at most the number of galleries, but the gallery is empty.")
@@ -694,7 +740,7 @@ def exact_knn(
     extra = max(8, k // 4) if extra is None else extra
     kk = min(n_galleries, k + extra)
     if screen_dtype is not None and screening_is_auto(screening) and not _screening_certifies(dists, k, kk):
-        dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids)
+        dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, prepared=prepared)
 
     out_d = torch.empty(dists.n_queries, k, dtype=dists.out_dtype, device=dists.device)
     out_i = torch.empty(dists.n_queries, k, dtype=torch.long, device=dists.device)
@@ -718,7 +764,7 @@ def exact_knn(
             break
         if dists.tile_dtype != dists.out_dtype:
             # the low-precision bound was too loose for these queries: the float32 GEMM decides, same kk
-            dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids)
+            dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, prepared=prepared)
             values, cols = _scan(dists, pending, kk, height, width)
             continue
         kk *= 4
@@ -731,6 +777,7 @@ def exact_knn(
 
 __all__ = [
     "KNNResult",
+    "PreparedGallery",
     "QueryGalleryDistances",
     "exact_knn",
     "exclusion_keys",

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from oml.functional.distances import exact_distances_of_topk
-from oml.functional.knn import exact_knn
+from oml.functional.distances import distance_dtype, exact_distances_of_topk
+from oml.functional.knn import PreparedGallery, exact_knn, screening_dtype
 from oml.functional.ordering import sort_by_value_then_index
 
 
@@ -43,13 +43,24 @@ class SearchBackend:
 
     def build(self, galleries: Tensor) -> None:
         """Prepare for the galleries (e.g. train and fill a Faiss index)."""
+        self.prepared: Optional[PreparedGallery] = None  # made by the first search, kept for the next ones
 
     def add(self, galleries: Tensor) -> None:
         """The index got more galleries (appended)."""
+        self.prepared = None
 
     def search(self, galleries: Tensor, queries: Tensor, k: int) -> Tuple[Tensor, Tensor]:
-        """``(distances [Q, k], indices [Q, k])`` sorted by distance; -1 / inf where fewer than k were found."""
-        return exact_knn(queries, galleries, k)
+        """``(distances [Q, k], indices [Q, k])`` sorted by distance; -1 / inf where fewer than k were found.
+
+        The exact search keeps the gallery operand of its GEMM (``PreparedGallery``: centred vectors and their
+        squared norms, about the size of the gallery) between searches, so repeated searches skip building it.
+        """
+        screen = screening_dtype(queries, galleries)
+        compute = distance_dtype(queries, galleries)
+        prepared = getattr(self, "prepared", None)
+        if prepared is None or not prepared.fits(galleries, compute, screen or compute):
+            prepared = self.prepared = PreparedGallery(galleries, screen, compute)
+        return exact_knn(queries, galleries, k, prepared=prepared)
 
     def serialize(self) -> Optional[Tensor]:
         """The backend's state as a uint8 tensor (None if it has none)."""

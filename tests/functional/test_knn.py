@@ -249,3 +249,28 @@ def test_screening_choice_and_errors(monkeypatch):
     assert knn_module.screening_dtype(x, x) == torch.bfloat16
     with pytest.raises(ValueError, match="screening must be"):
         knn_module.screening_dtype(x, x, "sometimes")
+
+
+def test_prepared_gallery_is_reused_and_refused_when_stale(monkeypatch):
+    torch.manual_seed(19)
+    galleries, queries = torch.randn(300, 12), torch.randn(40, 12)
+    prepared = knn_module.PreparedGallery(galleries)
+    built = []
+    original = knn_module.PreparedGallery.__init__
+
+    def spy(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(knn_module.PreparedGallery, "__init__", spy)
+    first = exact_knn(queries, galleries, 5, prepared=prepared)
+    second = exact_knn(queries * 2, galleries, 5, prepared=prepared)
+    assert built == []  # both searches used the prepared operand
+    for result, q in ((first, queries), (second, queries * 2)):
+        expected_d, expected_i = dense_oracle(q, galleries, 5)
+        assert torch.equal(result.indices, expected_i) and torch.equal(result.distances, expected_d)
+    galleries[0] = queries[0]  # edited in place: the prepared operand is stale and must not be used
+    third = exact_knn(queries, galleries, 5, prepared=prepared)
+    assert built == [1] and int(third.indices[0, 0]) == 0
+    assert not prepared.fits(galleries, torch.float32, torch.float32)
+    assert not prepared.fits(galleries.clone(), torch.float32, torch.float32)  # another tensor

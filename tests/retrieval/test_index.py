@@ -231,3 +231,28 @@ def test_from_images_and_sorting_helper(mock_dataset_root: Path) -> None:
     assert index.search(index.embeddings[3:4], top_k=1).ids == [[str(paths[3])]]
     d, i = sort_by_value_then_index(torch.tensor([[0.5, 0.1, float("inf"), 0.1]]), torch.tensor([[4, 9, -1, 2]]))
     assert i.tolist() == [[2, 9, 4, -1]] and d[0, :3].tolist() == pytest.approx([0.1, 0.1, 0.5])
+
+
+def test_exact_index_keeps_its_prepared_gallery_between_searches(monkeypatch):
+    import oml.functional.knn as knn_module
+
+    built = []
+    original = knn_module.PreparedGallery.__init__
+
+    def spy(self, *args, **kwargs):
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(knn_module.PreparedGallery, "__init__", spy)
+    torch.manual_seed(20)
+    index = SearchIndex(torch.randn(200, 8))
+    queries = torch.randn(30, 8)
+    first = index.search(queries, top_k=4)
+    second = index.search(queries, top_k=4)
+    assert len(built) == 1  # prepared by the first search only
+    assert torch.equal(first.indices, second.indices) and torch.equal(first.distances, second.distances)
+    index.add(torch.randn(20, 8))
+    third = index.search(queries, top_k=4)
+    assert len(built) == 2  # the gallery changed
+    expected = torch.cdist(queries.double(), index.embeddings.double()).topk(4, largest=False).indices
+    assert torch.equal(third.indices, expected)
