@@ -42,7 +42,21 @@ from oml.utils.labels import encode_labels
 TILE_ELEMENTS = 2**24  # values in a distance tile (64 MB in float32)
 MAX_TILE_WIDTH = 2**15  # galleries in a tile: wide tiles amortise the per-row cost of the selection
 SYMMETRIC_TILE_SIZE = 4096  # square tiles of the symmetric mode
-SUB_BLOCK = 32  # the minima of sub-blocks of this size pre-select the candidates inside a tile
+SUB_BLOCK = 32  # the minima of sub-blocks of this size pre-select the candidates inside a tile (at most)
+MIN_SUB_BLOCK = 4
+
+
+def sub_block_size(kk: int, tile_width: int) -> int:
+    """Sub-blocks small enough that a tile row has at least 8 kk of them (so that the bound from their minima
+    is tight and few of them pass it), at most ``SUB_BLOCK``: a power of two.
+
+    >>> sub_block_size(13, 4096), sub_block_size(61, 4096), sub_block_size(500, 4096)
+    (32, 8, 4)
+    """
+    sub = SUB_BLOCK
+    while sub > MIN_SUB_BLOCK and tile_width // sub < 8 * kk:
+        sub //= 2
+    return sub
 CHUNK = 8192  # rows centred at once when the GEMM operands are prepared
 MAX_MASK_MULTIPLICITY = 64  # above this many galleries per exclusion key, tiles compare keys instead of a table
 
@@ -626,9 +640,10 @@ def _one_thread() -> Iterator[None]:
 
 def _scan(dists: QueryGalleryDistances, rows: Tensor, kk: int, height: int, width: int) -> Tuple[Tensor, Tensor]:
     """GEMM-based ``kk`` best candidates (values, gallery indices) of the queries ``rows``."""
-    candidates = _Candidates(len(rows), kk, dists.gallery_aug)
+    sub = sub_block_size(kk, min(width, dists.n_galleries))
+    candidates = _Candidates(len(rows), kk, dists.gallery_aug, sub)
     for r0, _, c0, tile in dists.tiles(rows, height, width):
-        block_mins = _row_block_mins(tile, kk)
+        block_mins = _row_block_mins(tile, kk, sub)
         with _one_thread():
             candidates.update(tile, block_mins, r0, c0)
     return candidates.values, candidates.cols
@@ -636,10 +651,11 @@ def _scan(dists: QueryGalleryDistances, rows: Tensor, kk: int, height: int, widt
 
 def _scan_symmetric(dists: QueryGalleryDistances, kk: int, tile_size: int) -> Tuple[Tensor, Tensor]:
     """``_scan`` of all queries when queries and galleries are the same set: half of the GEMM work."""
-    candidates = _Candidates(dists.n_queries, kk, dists.gallery_aug)
+    sub = sub_block_size(kk, min(tile_size, dists.n_queries))
+    candidates = _Candidates(dists.n_queries, kk, dists.gallery_aug, sub)
     for r0, c0, tile in dists.symmetric_tiles(tile_size):
-        row_mins = _row_block_mins(tile, kk)
-        column_mins = _column_block_mins(tile, kk) if c0 != r0 else None
+        row_mins = _row_block_mins(tile, kk, sub)
+        column_mins = _column_block_mins(tile, kk, sub) if c0 != r0 else None
         with _one_thread():
             candidates.update(tile, row_mins, r0, c0)
             if c0 != r0:
