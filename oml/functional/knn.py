@@ -57,6 +57,8 @@ def sub_block_size(kk: int, tile_width: int) -> int:
     while sub > MIN_SUB_BLOCK and tile_width // sub < 8 * kk:
         sub //= 2
     return sub
+
+
 CHUNK = 8192  # rows centred at once when the GEMM operands are prepared
 MAX_MASK_MULTIPLICITY = 64  # above this many galleries per exclusion key, tiles compare keys instead of a table
 
