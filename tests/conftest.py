@@ -38,3 +38,19 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def prepared_gallery_builds(monkeypatch: pytest.MonkeyPatch) -> list:
+    """A list that gets an entry every time a ``PreparedGallery`` (the kNN's gallery operand) is built."""
+    import oml.functional.knn as knn_module
+
+    builds: list = []
+    original = knn_module.PreparedGallery.__init__
+
+    def counting_init(self, *args, **kwargs):
+        builds.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(knn_module.PreparedGallery, "__init__", counting_init)
+    return builds

@@ -251,18 +251,12 @@ def test_screening_choice_and_errors(monkeypatch):
         knn_module.screening_dtype(x, x, "sometimes")
 
 
-def test_prepared_gallery_is_reused_and_refused_when_stale(monkeypatch):
+def test_prepared_gallery_is_reused_and_refused_when_stale(prepared_gallery_builds):
     torch.manual_seed(19)
     galleries, queries = torch.randn(300, 12), torch.randn(40, 12)
     prepared = knn_module.PreparedGallery(galleries)
-    built = []
-    original = knn_module.PreparedGallery.__init__
-
-    def spy(self, *args, **kwargs):
-        built.append(1)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(knn_module.PreparedGallery, "__init__", spy)
+    built = prepared_gallery_builds
+    built.clear()
     first = exact_knn(queries, galleries, 5, prepared=prepared)
     second = exact_knn(queries * 2, galleries, 5, prepared=prepared)
     assert built == []  # both searches used the prepared operand

@@ -233,17 +233,8 @@ def test_from_images_and_sorting_helper(mock_dataset_root: Path) -> None:
     assert i.tolist() == [[2, 9, 4, -1]] and d[0, :3].tolist() == pytest.approx([0.1, 0.1, 0.5])
 
 
-def test_exact_index_keeps_its_prepared_gallery_between_searches(monkeypatch):
-    import oml.functional.knn as knn_module
-
-    built = []
-    original = knn_module.PreparedGallery.__init__
-
-    def spy(self, *args, **kwargs):
-        built.append(1)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(knn_module.PreparedGallery, "__init__", spy)
+def test_exact_index_keeps_its_prepared_gallery_between_searches(prepared_gallery_builds):
+    built = prepared_gallery_builds
     torch.manual_seed(20)
     index = SearchIndex(torch.randn(200, 8))
     queries = torch.randn(30, 8)
