@@ -179,6 +179,7 @@ _scheduling = _optional(
 _ENGINE: Dict[str, Tuple[bool, TChecker]] = {
     "accelerator": (False, _optional(_string)),
     "devices": (False, _optional(_devices)),
+    "num_nodes": (False, _optional(_integer(1))),
     "precision": (False, _choice(32, 16, "32", "16", "bf16", "32-true", "16-mixed", "bf16-mixed")),
 }
 _TRAINING: Dict[str, Tuple[bool, TChecker]] = {

@@ -31,18 +31,24 @@ def require_keys(cfg: TCfg, *keys: str, where: str = "config") -> None:
 
 
 def parse_engine_params_from_config(cfg: TCfg) -> Dict[str, Any]:
-    """``accelerator``, ``devices`` and ``strategy`` for ``pl.Trainer``.
+    """``accelerator``, ``devices``, ``num_nodes`` and ``strategy`` for ``pl.Trainer``.
 
     ``devices`` may be a count or a list of device ids; more than one device means DDP, on CPU too
-    (one process per device). ``accelerator: null`` picks the GPU when there is one.
+    (one process per device). ``accelerator: null`` picks the GPU when there is one. ``num_nodes > 1`` trains on
+    several machines: start the same command on every node, with Lightning's cluster environment set
+    (``torchrun``, SLURM, or ``MASTER_ADDR``, ``MASTER_PORT`` and ``NODE_RANK`` by hand; see the README).
     """
     accelerator = cfg.get("accelerator") or ("gpu" if torch.cuda.is_available() else "cpu")
     devices = cfg.get("devices") or 1
+    num_nodes = int(cfg.get("num_nodes") or 1)
     n_devices = len(devices) if isinstance(devices, (list, tuple)) else int(devices)
     if accelerator == "cpu" and isinstance(devices, (list, tuple)):
         devices = n_devices
     params: Dict[str, Any] = {"accelerator": accelerator, "devices": devices, "use_distributed_sampler": False}
-    if n_devices > 1:
+    if num_nodes > 1:
+        # every node runs the command itself, so its processes are started by the launcher, not spawned
+        params.update(num_nodes=num_nodes, strategy="ddp")
+    elif n_devices > 1:
         params["strategy"] = "ddp_spawn" if accelerator == "cpu" else "ddp"
     return params
 
