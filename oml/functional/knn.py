@@ -219,6 +219,11 @@ def exclusion_keys(sample_ids: Tensor, sequences: Optional[Any] = None) -> Tenso
     return torch.where(missing, codes, n_codes + sequence_codes)
 
 
+def _version_of(x: Tensor) -> Optional[int]:
+    """The in-place change counter of ``x``; None for tensors made under ``torch.inference_mode`` (no counter)."""
+    return None if x.is_inference() else x._version
+
+
 class PreparedGallery:
     """The gallery operand of the kNN GEMM, built once and reused by every search against the same gallery.
 
@@ -245,7 +250,7 @@ class PreparedGallery:
             raise ValueError(f"Screening needs float32 embeddings, got {compute_dtype}.")
         self.source = galleries
         # torch counts in-place changes of a tensor: a gallery edited after preparing is prepared again
-        self.source_version = galleries._version
+        self.source_version = _version_of(galleries)
         self.compute_dtype = compute_dtype
         self.tile_dtype = screen_dtype or compute_dtype
         self.galleries = galleries.to(compute_dtype).contiguous()
@@ -267,7 +272,8 @@ class PreparedGallery:
 
     def fits(self, galleries: Tensor, compute_dtype: torch.dtype, tile_dtype: torch.dtype) -> bool:
         """Whether it was prepared from these very galleries (unchanged since), in these dtypes."""
-        same = galleries is self.source and galleries._version == self.source_version
+        version = _version_of(galleries)
+        same = galleries is self.source and version is not None and version == self.source_version
         return same and (compute_dtype, tile_dtype) == (self.compute_dtype, self.tile_dtype)
 
 

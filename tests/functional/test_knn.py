@@ -268,3 +268,16 @@ def test_prepared_gallery_is_reused_and_refused_when_stale(prepared_gallery_buil
     assert built == [1] and int(third.indices[0, 0]) == 0
     assert not prepared.fits(galleries, torch.float32, torch.float32)
     assert not prepared.fits(galleries.clone(), torch.float32, torch.float32)  # another tensor
+
+
+def test_inference_mode_tensors_are_searched_but_never_reused_stale(prepared_gallery_builds):
+    # tensors made under torch.inference_mode (Lightning's validation) have no in-place change counter
+    torch.manual_seed(22)
+    with torch.inference_mode():
+        galleries, queries = torch.randn(100, 6), torch.randn(10, 6)
+    prepared = knn_module.PreparedGallery(galleries)
+    result = exact_knn(queries, galleries, 3, prepared=prepared)
+    expected_d, expected_i = dense_oracle(queries, galleries, 3)
+    assert torch.equal(result.indices, expected_i) and torch.equal(result.distances, expected_d)
+    assert not prepared.fits(galleries, torch.float32, torch.float32)  # cannot tell whether it changed
+    assert len(prepared_gallery_builds) == 2  # so the search prepared its own
