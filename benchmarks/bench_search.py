@@ -108,6 +108,7 @@ def main(argv: List[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--configs", nargs="+", default=["10000x1000000x128", "10000x100000x384"])
     parser.add_argument("--ivf", action="store_true", help="also time faiss_ivf and measure its recall@10")
+    parser.add_argument("--markdown", action="store_true", help="also print the table in markdown (for the docs)")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -121,6 +122,7 @@ def main(argv: List[str]) -> None:
     header = f"{'Q x G x D':>20} | {'method':>10} | {'time, s':>8} | {'vs GEMM':>7} | {'peak RSS, MB':>12} | extra"
     print(header)
     print("-" * len(header))
+    markdown = ["| Q x G x D | method | time, s | vs GEMM | peak RSS, MB | notes |", "|---|---|---:|---:|---:|---|"]
     for config in args.configs:
         methods = ["gemm", "ours", "faiss_flat"] + (["faiss_ivf"] if args.ivf else [])
         results: Dict[str, Dict[str, Any]] = {}
@@ -129,13 +131,19 @@ def main(argv: List[str]) -> None:
             extra = f"recall@10 {r['recall']:.4f}" if "recall" in r else f"base {r['base_mb']:.0f} MB"
             if "second_search_s" in r:
                 extra += f"; second search {r['second_search_s']:.1f} s ({r['second_search_s'] / r['seconds']:.2f}x)"
+            ratio = r["seconds"] / results["gemm"]["seconds"]
             print(
-                f"{config:>20} | {method:>10} | {r['seconds']:8.1f} | "
-                f"{r['seconds'] / results['gemm']['seconds']:7.2f} | {r['peak_mb']:12.0f} | {extra}",
+                f"{config:>20} | {method:>10} | {r['seconds']:8.1f} | {ratio:7.2f} | {r['peak_mb']:12.0f} | {extra}",
                 flush=True,
+            )
+            markdown.append(
+                f"| {config} | {method} | {r['seconds']:.1f} | {ratio:.2f} | {r['peak_mb']:.0f} | {extra} |"
             )
         for path in (ROOT / "benchmarks").glob(".bench_search_exact_*.pt"):
             path.unlink()
+    if args.markdown:
+        print(f"\n{time.strftime('%Y-%m-%d')}, `python benchmarks/bench_search.py {' '.join(argv)}`:\n")
+        print("\n".join(markdown))
 
 
 if __name__ == "__main__":
