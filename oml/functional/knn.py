@@ -128,6 +128,15 @@ def _bf16_is_fast(device: torch.device) -> bool:
     return _FAST_LOW_PRECISION[key]
 
 
+def _screening_choice(screening: Union[None, bool, str]) -> str:
+    """``"on"``, ``"off"`` or ``"auto"`` from the argument, else from ``$OML_KNN_SCREENING`` (default ``"auto"``)."""
+    choice = os.environ.get(SCREENING_ENV, "auto") if screening is None else screening
+    choice = ("on" if choice else "off") if isinstance(choice, bool) else str(choice).lower()
+    if choice not in ("on", "off", "auto"):
+        raise ValueError(f"screening must be True, False, 'on', 'off' or 'auto', got {choice!r} (${SCREENING_ENV}).")
+    return choice
+
+
 def screening_dtype(
     queries: Tensor, galleries: Tensor, screening: Union[None, bool, str] = None
 ) -> Optional[torch.dtype]:
@@ -137,10 +146,7 @@ def screening_dtype(
     ``"auto"``). ``"auto"`` screens float32 inputs of at least ``SCREENING_MIN_WORK`` multiply-adds on CUDA and
     on CPUs whose bfloat16 GEMM is at least 1.5x faster than float32 (timed once per process).
     """
-    choice = os.environ.get(SCREENING_ENV, "auto") if screening is None else screening
-    choice = {True: "on", False: "off"}.get(choice, choice) if isinstance(choice, bool) else str(choice).lower()
-    if choice not in ("on", "off", "auto"):
-        raise ValueError(f"screening must be True, False, 'on', 'off' or 'auto', got {choice!r} (${SCREENING_ENV}).")
+    choice = _screening_choice(screening)
     if choice == "off" or not all(isinstance(x, Tensor) and x.ndim == 2 for x in (queries, galleries)):
         return None  # the constructor of QueryGalleryDistances explains what is wrong with the inputs
     if distance_dtype(queries, galleries) != torch.float32:
@@ -154,8 +160,7 @@ def screening_dtype(
 
 def screening_is_auto(screening: Union[None, bool, str]) -> bool:
     """Whether the screening choice is left to ``"auto"`` (explicitly or through the environment)."""
-    choice = os.environ.get(SCREENING_ENV, "auto") if screening is None else screening
-    return isinstance(choice, str) and choice.lower() == "auto"
+    return _screening_choice(screening) == "auto"
 
 
 PROBE_QUERIES = 256  # queries screened by "auto" to see whether the low-precision bound certifies them

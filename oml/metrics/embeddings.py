@@ -71,10 +71,6 @@ def _as_tensor(values: Any, name: str) -> Tensor:
     return torch.from_numpy(array)
 
 
-def _python_key(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 class EmbeddingMetrics(IMetricVisualisable):
     """Accumulates embeddings (with labels and the query/gallery flags) over an epoch and computes retrieval metrics.
 
@@ -255,7 +251,8 @@ class EmbeddingMetrics(IMetricVisualisable):
         if pp is not None and pp.supports_top_n():
             rerank = self._top_n_reranker(query_rows, gallery_rows)
         elif pp is not None:
-            search = self._dense_search(embeddings, query_rows, gallery_rows)
+            keys = exclusion_keys(torch.arange(n), sequences)  # the pairs the dense path must exclude too
+            search = self._dense_search(embeddings, query_rows, gallery_rows, keys[query_rows], keys[gallery_rows])
         results = RetrievalResults.from_embeddings(
             embeddings,
             labels,
@@ -300,7 +297,9 @@ class EmbeddingMetrics(IMetricVisualisable):
 
         return rerank
 
-    def _dense_search(self, embeddings: Tensor, query_rows: Tensor, gallery_rows: Tensor) -> Any:
+    def _dense_search(
+        self, embeddings: Tensor, query_rows: Tensor, gallery_rows: Tensor, query_keys: Tensor, gallery_keys: Tensor
+    ) -> Any:
         """OML's dense path for postprocessors without ``process_top_n``: O(Q x G) memory."""
 
         def search(positions: Tensor, k: int) -> Tuple[Tensor, Tensor]:
@@ -310,30 +309,20 @@ class EmbeddingMetrics(IMetricVisualisable):
                     f"matrix is built for it.",
                     stacklevel=5,
                 )
-                distances = self._dense_raw_distances(embeddings[query_rows], embeddings[gallery_rows])
-                distances = self._mask_same(distances, query_rows, gallery_rows)
+                distances = _mask_same(
+                    exact_cdist(embeddings[query_rows], embeddings[gallery_rows]), query_keys, gallery_keys
+                )
                 processed = self.postprocessor.process_by_dict(distances.clone(), data=self.acc.storage)  # type: ignore[union-attr]
                 if processed.shape != distances.shape:
                     raise ValueError(
                         f"process_by_dict returned shape {tuple(processed.shape)}, expected {tuple(distances.shape)}."
                     )
-                self._dense_distances = self._mask_same(processed, query_rows, gallery_rows)
+                self._dense_distances = _mask_same(processed, query_keys, gallery_keys)
             rows = self._dense_distances[positions]
             order = topk_stable(rows, k)
             return rows.gather(1, order), order
 
         return search
-
-    def _mask_same(self, distances: Tensor, query_rows: Tensor, gallery_rows: Tensor) -> Tensor:
-        """``inf`` where the query and the gallery item share an exclusion key (the same sample or sequence)."""
-        sequences = None if self.sequence_key is None else _category_values(self.acc.storage[self.sequence_key])
-        keys = exclusion_keys(torch.arange(self.acc.num_samples or 0), sequences)
-        distances[keys[query_rows][:, None] == keys[gallery_rows][None, :]] = float("inf")
-        return distances
-
-    @staticmethod
-    def _dense_raw_distances(queries: Tensor, galleries: Tensor) -> Tensor:
-        return exact_cdist(queries, galleries)
 
     def compute_metrics(self) -> TMetricsDict_ByLabels:  # type: ignore[override]
         """Compute the metrics on the accumulated data; fills ``metrics``, ``metrics_unreduced`` and
@@ -382,9 +371,7 @@ class EmbeddingMetrics(IMetricVisualisable):
             return None
         if self._dense_distances is None:
             rr = self.retrieval_results
-            self._dense_distances = self._mask_same(
-                self._dense_raw_distances(rr.queries, rr.galleries), rr.query_ids, rr.gallery_ids
-            )
+            self._dense_distances = _mask_same(exact_cdist(rr.queries, rr.galleries), rr.query_keys, rr.gallery_keys)
         return self._dense_distances
 
     @property
@@ -498,6 +485,12 @@ class EmbeddingMetrics(IMetricVisualisable):
             )
             titles.append(f"top {LOG_TOPK_ROWS_PER_METRIC} worst by {metric_name}".replace("/", "_"))
         return figures, titles
+
+
+def _mask_same(distances: Tensor, query_keys: Tensor, gallery_keys: Tensor) -> Tensor:
+    """``inf`` (in place) where the query and the gallery item share an exclusion key (same sample or sequence)."""
+    distances[query_keys[:, None] == gallery_keys[None, :]] = float("inf")
+    return distances
 
 
 def _category_values(values: Any) -> Any:
