@@ -83,7 +83,8 @@ class RetrievalResults:
         query_ids: ``[Q]`` ids of the queries in the caller's data (e.g. dataset rows).
         gallery_ids: ``[G]`` ids of the galleries in the caller's data.
         query_categories: ``[Q]`` categories of the queries, or None.
-        samples: embeddings of all distinct samples (for PCF), and ``sample_categories`` their categories.
+        samples: embeddings of all samples of one table (for PCF; None for separate sets, whose PCF is taken on
+            queries and galleries together), and ``sample_categories`` their categories.
     """
 
     distances: Tensor
@@ -259,7 +260,7 @@ class RetrievalResults:
             top_k=top_k,
             ranking_metrics=ranking_metrics,
             query_categories=query_categories,
-            samples=torch.cat([queries, galleries]),
+            samples=None,  # both sets, concatenated only if PCF asks for them
             sample_categories=None,
         )
 
@@ -301,7 +302,7 @@ class RetrievalResults:
             top_k=top_k,
             ranking_metrics=ranking_metrics,
             query_categories=query_categories,
-            samples=torch.cat([queries, index.embeddings.to(queries.dtype)]),
+            samples=None,
             sample_categories=None,
             search=search,
         )
@@ -503,8 +504,10 @@ class RetrievalResults:
     def _samples(self, in_queries: Tensor, in_samples: Optional[Tensor]) -> Tensor:
         if in_samples is not None and self.samples is not None:
             return self.samples[in_samples]
-        if bool(in_queries.all()) and self.samples is not None:
-            return self.samples
+        if bool(in_queries.all()):
+            if self.samples is not None:
+                return self.samples
+            return torch.cat([self.queries, self.galleries.to(self.queries.dtype)])  # separate query / gallery sets
         return self.queries[in_queries]
 
     def _fnmr(self, in_queries: Tensor, fmr_vals: Tuple[float, ...]) -> Tensor:
