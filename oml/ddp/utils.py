@@ -1,8 +1,10 @@
 """Queries about the process group and gathering of python dicts across processes (``torch.distributed`` only)."""
 
 import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
 from itertools import chain
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Iterator, List, Sequence
 
 import numpy as np
 import torch
@@ -14,9 +16,27 @@ class WarningDDP(UserWarning):
     """A DDP helper was called outside of a distributed run (it does nothing then)."""
 
 
+_LOCALLY: ContextVar[bool] = ContextVar("oml_process_locally", default=False)
+
+
 def is_ddp() -> bool:
-    """True inside an initialised ``torch.distributed`` process group."""
-    return dist.is_available() and dist.is_initialized()
+    """True inside an initialised ``torch.distributed`` process group (and not inside ``process_locally()``)."""
+    return dist.is_available() and dist.is_initialized() and not _LOCALLY.get()
+
+
+@contextmanager
+def process_locally() -> Iterator[None]:
+    """Inside this block OML's DDP-aware code acts as in a single process: inference does not split its inputs
+    between the processes nor gather the outputs, metrics do not gather their data.
+
+    For work that is already split: when each process re-ranks its own share of the queries, the postprocessor
+    must score that share itself instead of splitting it again with processes that hold other inputs.
+    """
+    token = _LOCALLY.set(True)
+    try:
+        yield
+    finally:
+        _LOCALLY.reset(token)
 
 
 def get_world_size_safe() -> int:
@@ -88,6 +108,7 @@ def sync_dicts_ddp(outputs_from_device: Dict[str, Any], world_size: int, device:
 __all__ = [
     "WarningDDP",
     "is_ddp",
+    "process_locally",
     "get_world_size_safe",
     "get_rank_safe",
     "is_main_process",

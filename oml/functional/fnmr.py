@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from oml.ddp.sharding import Shard
 from oml.functional.knn import MAX_TILE_WIDTH, QueryGalleryDistances
 from oml.utils.checks import check_in_range
 from oml.utils.labels import encode_labels
@@ -97,6 +98,22 @@ class _BoundedBuffer:
         return torch.cat(self.parts) if self.parts else torch.empty(0, dtype=torch.float64)
 
 
+def _gathered_buffers(shard: Shard, buffers: List[_BoundedBuffer]) -> List[_BoundedBuffer]:
+    """The buffers of all ranks merged position by position (one collective call). A merged buffer overflows when
+    the ranks' values together exceed its capacity, as one process's buffer would."""
+    per_rank = shard.gather([None if b.overflow else b.values() for b in buffers])
+    merged = []
+    for i, buffer in enumerate(buffers):
+        out = _BoundedBuffer(buffer.capacity)
+        for rank_values in per_rank:
+            if rank_values[i] is None:
+                out.overflow, out.parts = True, []
+            else:
+                out.add(rank_values[i])
+        merged.append(out)
+    return merged
+
+
 @dataclass
 class _Counts:
     """What pass 1 learns: pair counts and the histogram of the negatives' upper bits."""
@@ -107,18 +124,31 @@ class _Counts:
 
 
 class _FnmrEngine:
-    """The state shared by the three passes (tiles, labels, error bound)."""
+    """The state shared by the three passes (tiles, labels, error bound).
 
-    def __init__(self, dists: QueryGalleryDistances, query_labels: Tensor, gallery_labels: Tensor, tile: Optional[int]):
-        self.dists = dists
+    With a ``shard``, this process scans only its share of the queries; the counts and histograms of the
+    passes are summed over the ranks and the exact values near the thresholds gathered, so every rank ends
+    with the numbers one process would have (integer counts and the same exact values: bit-identical).
+    """
+
+    def __init__(
+        self,
+        dists: QueryGalleryDistances,
+        query_labels: Tensor,
+        gallery_labels: Tensor,
+        tile: Optional[int],
+        shard: Shard,
+    ):
+        self.dists, self.shard = dists, shard
         self.query_labels, self.gallery_labels = query_labels.to(dists.device), gallery_labels.to(dists.device)
         self.width = tile or max(1, min(dists.n_galleries, MAX_TILE_WIDTH))
         self.height = tile or max(1, FNMR_TILE_ELEMENTS // self.width)
-        self.all_rows = torch.arange(dists.n_queries, device=dists.device)
+        self.rows = torch.arange(*shard.bounds(dists.n_queries), device=dists.device)
+        # the bound of all queries, not of the shard: every rank must use the same bands
         self.delta = float(dists.error_bound.max()) if dists.n_queries else 0.0
 
     def tiles(self) -> Iterator[TTile]:
-        for _, rows, c0, tile in self.dists.tiles(self.all_rows, self.height, self.width):
+        for _, rows, c0, tile in self.dists.tiles(self.rows, self.height, self.width):
             same = self.query_labels[rows][:, None] == self.gallery_labels[c0 : c0 + tile.shape[1]][None, :]
             valid = torch.isfinite(tile)
             yield rows, c0, tile.clamp_(min=0), same & valid, ~same & valid
@@ -131,6 +161,8 @@ class _FnmrEngine:
             counts.n_neg += int(torch.count_nonzero(neg))
             top = torch.where(neg, tile.view(torch.int32) >> 16, _N_TOP)
             counts.hist_top += torch.bincount(top.flatten(), minlength=_N_TOP + 1).cpu()
+        counts.n_pos, counts.n_neg = self.shard.sum(torch.tensor([counts.n_pos, counts.n_neg])).tolist()
+        counts.hist_top = self.shard.sum(counts.hist_top)
         return counts
 
     # ------------------------------------------------------------------------------------------- pass 2
@@ -148,6 +180,7 @@ class _FnmrEngine:
             selected = slot >= 0
             keys = (slot[selected] << 16) | (bits[selected] & 0xFFFF)
             hist_low += torch.bincount(keys, minlength=len(slots) << 16).cpu()
+        hist_low = self.shard.sum(hist_low)
         approx = {}
         for r in ranks:
             b = top_bin[r]
@@ -191,6 +224,11 @@ class _FnmrEngine:
                 pos_above[i] += _count(pos, tile > hi)
                 band_r, band_c = _band(tile, pos, lo, hi)
                 pos_band[i].add(self.dists.exact_sq_distances(rows[band_r], band_c + c0))
+        summed = self.shard.sum(torch.tensor([*(neg_below[r] for r in ranks), *pos_above, *pos_approx])).tolist()
+        neg_below = dict(zip(ranks, summed[: len(ranks)]))
+        pos_above, pos_approx = summed[len(ranks) :][: len(fmr_vals)], summed[len(ranks) + len(fmr_vals) :]
+        bands = _gathered_buffers(self.shard, [*(neg_band[r] for r in ranks), *pos_band])
+        neg_band, pos_band = dict(zip(ranks, bands[: len(ranks)])), bands[len(ranks) :]
 
         exact_stats = {r: _resolve_rank(r, approx[r], delta, neg_below[r], neg_band[r]) for r in ranks}
         fnmr = []
@@ -260,6 +298,7 @@ def calc_fnmr_at_fmr_by_embeddings(
     gallery_ids: Optional[Tensor] = None,
     buffer_size: int = FNMR_BUFFER_SIZE,
     tile_size: Optional[int] = None,
+    shard: Optional[Shard] = None,
 ) -> Tensor:
     """FNMR@FMR over all query-gallery pairs without materialising the distances (see the module docstring).
 
@@ -274,6 +313,8 @@ def calc_fnmr_at_fmr_by_embeddings(
         gallery_ids: optional ``[G]`` exclusion keys.
         buffer_size: the most exact values held at once.
         tile_size: square distance tiles of this size (default: the kNN tiling).
+        shard: in a process group, every process passes ``Shard.current()`` (``oml.ddp.sharding``) and the same
+            inputs: each scans its share of the queries, and all get the one-process result (bit-identical).
 
     Returns:
         ``[len(fmr_vals)]`` FNMR values.
@@ -293,7 +334,7 @@ def calc_fnmr_at_fmr_by_embeddings(
             f"Expected {dists.n_queries} query labels and {dists.n_galleries} gallery labels, "
             f"got {len(q_codes)} and {len(g_codes)}."
         )
-    engine = _FnmrEngine(dists, q_codes, g_codes, tile_size)
+    engine = _FnmrEngine(dists, q_codes, g_codes, tile_size, shard or Shard())
     counts = engine.count_pass()
     if counts.n_pos == 0 or counts.n_neg == 0:
         raise ValueError(f"FNMR@FMR needs positive and negative pairs, got {counts.n_pos} and {counts.n_neg}.")

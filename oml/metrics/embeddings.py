@@ -33,6 +33,7 @@ from oml.const import (
     Y1_KEY,
     Y2_KEY,
 )
+from oml.ddp.sharding import Shard
 from oml.ddp.utils import is_main_process
 from oml.functional.clustering import CLUSTERING_METRICS
 from oml.functional.distances import exact_cdist
@@ -264,6 +265,7 @@ class EmbeddingMetrics(IMetricVisualisable):
             ranking_metrics=self.ranking_metrics,
             rerank=rerank,
             search=search,
+            shard=self._shard(),
         )
         lonely = (results.n_gt == 0).nonzero().flatten()
         if len(lonely) and self.raise_on_queries_without_match:
@@ -275,6 +277,10 @@ class EmbeddingMetrics(IMetricVisualisable):
                 f"(or let them be scored as misses: raise_on_queries_without_match=False)."
             )
         return results
+
+    def _shard(self) -> Optional[Shard]:
+        """The share of the queries this process searches (None: all of them)."""
+        return None
 
     def _top_n_reranker(self, query_rows: Tensor, gallery_rows: Tensor) -> Any:
         pp = self.postprocessor
@@ -341,6 +347,7 @@ class EmbeddingMetrics(IMetricVisualisable):
             clustering_metrics=self.clustering_metrics,
             by_category=self.categories_key is not None,
             reduce=False,
+            shard=self._shard(),
         )
         positions: Dict[Any, Tensor] = {OVERALL_CATEGORIES_KEY: torch.arange(len(results))}
         for key, in_queries, _ in results._groups(by_category=self.categories_key is not None)[1:]:
@@ -500,15 +507,40 @@ def _category_values(values: Any) -> Any:
 
 
 class EmbeddingMetricsDDP(EmbeddingMetrics, IMetricDDP):
-    """``EmbeddingMetrics`` for DDP: ``sync()`` gathers the accumulated data of all processes before computing.
+    """``EmbeddingMetrics`` for DDP: ``sync()`` gathers the accumulated data of all processes, then the work is split.
 
-    Every process then computes the same metrics. When the dataset index (``idx``) is among the
-    ``extra_keys`` (the pipelines add it), the gathered samples are put back in dataset order and
-    samples duplicated by DDP padding are dropped, so the metrics equal those of one process exactly.
-    Without it, duplicates stay in the data, as in OML 0.4.4.
+    When the dataset index (``idx``) is among the ``extra_keys`` (the pipelines add it), the gathered samples are
+    put back in dataset order and samples duplicated by DDP padding are dropped, so the metrics equal those of one
+    process exactly. Without it, duplicates stay in the data, as in OML 0.4.4.
+
+    ``compute_metrics`` must then be called by every process (the callbacks do). With ``shard_queries`` (the
+    default), each process searches and re-ranks only its contiguous share of the queries against the whole
+    gallery and runs FNMR@FMR's passes on that share; the per-query results are gathered, so every process gets
+    the metrics of one process bit for bit (the distances are exact). In OML 0.4.4 every process computed
+    everything: W processes did W times the work of one. The gallery itself is all-gathered (every process holds
+    all embeddings): the per-sample storage is gathered anyway for the postprocessors, PCF, clustering metrics
+    and plots, and a validation set's embeddings fit in memory (50k x 384 float32: 77 MB). Clustering metrics
+    and PCF are not split (each process computes them; they are cheap next to the search).
+
+    Args:
+        shard_queries: split the search over the processes (else every process computes everything).
+        *args, **kwargs: those of ``EmbeddingMetrics``.
     """
 
     index_key = INDEX_KEY
+
+    def __init__(self, *args: Any, shard_queries: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.shard_queries = shard_queries
+        self._synced = False
+
+    def setup(self, num_samples: int) -> None:  # type: ignore[override]
+        super().setup(num_samples)
+        self._synced = False
+
+    def _shard(self) -> Optional[Shard]:
+        # before sync() every process holds only its own samples: nothing to split
+        return Shard.current() if self.shard_queries and self._synced else None
 
     def sync(self) -> None:
         synced = self.acc.sync()
@@ -518,6 +550,7 @@ class EmbeddingMetricsDDP(EmbeddingMetrics, IMetricDDP):
             _, positions = drop_duplicates_by_ids(ids, list(range(len(ids))), sort=True)
             synced = synced.take(positions)
         self.acc = synced
+        self._synced = True
 
 
 __all__ = ["EmbeddingMetrics", "EmbeddingMetricsDDP", "TMetricsDict_ByLabels", "validate_dataset"]

@@ -14,9 +14,15 @@ One object serves every evaluation protocol, exactly and in bounded memory (no q
 The results hold each query's first ``W`` retrieved items, ``W = max(asked k, largest R)`` when the ranking
 metrics (MAP@R, R-precision, MRR) are wanted, ``R`` being a query's number of relevant gallery items; the
 retrieval runs in query chunks when ``Q x W`` would be large, and only the first ``max(k)`` columns are kept.
+
+In a process group (``EmbeddingMetricsDDP``), pass ``shard=Shard.current()``: each process searches its
+contiguous share of the queries against the whole gallery, the per-query results are gathered, and FNMR@FMR's
+passes are split the same way; every process ends with the one-process results, bit for bit (the distances are
+exact, so they do not depend on how the work is split).
 """
 
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -25,6 +31,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from oml.ddp.sharding import Shard
+from oml.ddp.utils import process_locally
 from oml.functional.clustering import CLUSTERING_METRICS, calc_clustering_metrics
 from oml.functional.knn import exact_knn, exclusion_keys
 from oml.functional.metrics import (
@@ -119,6 +127,7 @@ class RetrievalResults:
         ranking_metrics: Sequence[str] = RANKING_METRICS,
         rerank: Optional[TRerank] = None,
         search: Optional[TSearch] = None,
+        shard: Optional[Shard] = None,
     ) -> "RetrievalResults":
         """Results of a table of samples flagged as queries and / or galleries (OML's validation protocol).
 
@@ -136,6 +145,9 @@ class RetrievalResults:
             ranking_metrics: which of MAP@R, R-precision, MRR to prepare (they widen the retrieval to R).
             rerank: optional re-ranking of each query block (``EmbeddingMetrics`` passes its postprocessor).
             search: optional replacement of the exact search (query positions, k) -> (distances, positions).
+            shard: in a process group, every process passes ``Shard.current()`` (``oml.ddp.sharding``) and the
+                same inputs: each searches (and re-ranks) its share of the queries against the whole gallery and
+                the per-query results are gathered, so every process gets the one-process results bit for bit.
 
         >>> emb = torch.tensor([[0.0], [0.1], [1.0], [1.2]])
         >>> rr = RetrievalResults.from_embeddings(emb, [0, 1, 0, 1], [True] * 4, [True] * 4, top_k=1)
@@ -178,6 +190,7 @@ class RetrievalResults:
             sample_categories=categories,
             rerank=rerank,
             search=search,
+            shard=shard,
         )
 
     @classmethod
@@ -194,6 +207,7 @@ class RetrievalResults:
         gallery_sequences: Optional[Sequence[Any]] = None,
         query_categories: Optional[Sequence[Any]] = None,
         ranking_metrics: Sequence[str] = RANKING_METRICS,
+        shard: Optional[Shard] = None,
     ) -> "RetrievalResults":
         """Results of separate query and gallery sets (e.g. user photos against a catalogue).
 
@@ -210,6 +224,7 @@ class RetrievalResults:
             gallery_sequences: optional ``[G]`` sequence ids.
             query_categories: optional ``[Q]`` categories (metrics per category).
             ranking_metrics: which of MAP@R, R-precision, MRR to prepare.
+            shard: split the search over a process group (see ``from_embeddings``).
 
         >>> rr = RetrievalResults.from_embeddings_qg(
         ...     torch.tensor([[0.0], [1.0]]), torch.tensor([[0.1], [0.9], [5.0]]), ["a", "b"], ["a", "b", "a"], top_k=2
@@ -262,6 +277,7 @@ class RetrievalResults:
             query_categories=query_categories,
             samples=None,  # both sets, concatenated only if PCF asks for them
             sample_categories=None,
+            shard=shard,
         )
 
     @classmethod
@@ -325,6 +341,7 @@ class RetrievalResults:
         sample_categories: Optional[np.ndarray],
         rerank: Optional[TRerank] = None,
         search: Optional[TSearch] = None,
+        shard: Optional[Shard] = None,
     ) -> "RetrievalResults":
         check_ints(top_k, "top_k", minimum=0)
         unknown = set(ranking_metrics) - set(RANKING_METRICS)
@@ -344,14 +361,18 @@ class RetrievalResults:
         retrieved = torch.zeros(n_queries, keep, dtype=torch.long)
         gt_tops = torch.zeros(n_queries, keep, dtype=torch.bool)
         ranking = {name: torch.zeros(n_queries) for name in RANKING_METRICS if name in ranking_metrics}
-        step = n_queries if n_queries * max(width, 1) <= RETRIEVAL_BUDGET else max(1, RETRIEVAL_BUDGET // width)
-        for q0 in range(0, n_queries, max(step, 1)):
-            positions = torch.arange(q0, min(n_queries, q0 + step))
+        shard = shard or Shard()
+        start, stop = shard.bounds(n_queries)
+        step = stop - start if (stop - start) * max(width, 1) <= RETRIEVAL_BUDGET else RETRIEVAL_BUDGET // max(width, 1)
+        for q0 in range(start, stop, max(step, 1)):
+            positions = torch.arange(q0, min(stop, q0 + step))
             if width:
                 d, i = search(positions, width)
                 d, i = d.cpu(), i.cpu()
                 if rerank is not None:
-                    d, i = rerank(positions, d, i)
+                    # a sharded rerank scores its own queries: a DDP-aware postprocessor must not split them again
+                    with nullcontext() if shard.is_single else process_locally():
+                        d, i = rerank(positions, d, i)
             else:
                 d, i = torch.zeros(len(positions), 0), torch.zeros(len(positions), 0, dtype=torch.long)
             relevant = _relevance(i, positions, query_labels, gallery_labels, query_keys, gallery_keys)
@@ -367,6 +388,21 @@ class RetrievalResults:
                 else:
                     function = calc_map_at_r if name == "map@r" else calc_r_precision
                     ranking[name][positions] = function(relevant, block_n_gt)
+        if not shard.is_single:  # every rank filled its share: gather the shares in rank (= query) order
+            share = slice(start, stop)
+            parts = shard.gather(
+                (distances[share], retrieved[share], gt_tops[share], {n: v[share] for n, v in ranking.items()})
+                + ((n_queries, n_galleries),)
+            )
+            sizes = [part[4] for part in parts]
+            if len(set(sizes)) > 1:
+                raise RuntimeError(
+                    f"The processes hold different data: (queries, galleries) per rank {sizes}. A sharded "
+                    f"evaluation needs the same inputs on every process (gather them first, e.g. "
+                    f"EmbeddingMetricsDDP.sync())."
+                )
+            distances, retrieved, gt_tops = (torch.cat([part[i] for part in parts]) for i in range(3))
+            ranking = {name: torch.cat([part[3][name] for part in parts]) for name in ranking}
         return cls(
             distances=distances,
             retrieved=retrieved,
@@ -425,6 +461,7 @@ class RetrievalResults:
         by_category: bool = True,
         reduce: bool = True,
         seed: int = 0,
+        shard: Optional[Shard] = None,
     ) -> Dict[Any, TMetricsDict]:
         """Every metric we have, overall (``"OVERALL"``) and per query category.
 
@@ -441,6 +478,8 @@ class RetrievalResults:
             by_category: also per category of the queries.
             reduce: average over queries (else per-query ``[Q]`` tensors for the per-query metrics).
             seed: seed of the k-means initialisation.
+            shard: split FNMR@FMR's passes over a process group: every process calls ``metrics`` with
+                ``Shard.current()`` (``oml.ddp.sharding``); the results are those of one process, bit for bit.
 
         Returns:
             ``{"OVERALL": {"cmc": {k: v}, ..., "map@r": v, ...}, <category>: {...}}``; a group with queries
@@ -485,7 +524,7 @@ class RetrievalResults:
                 if metric in ranking_metrics:
                     group[metric] = self.ranking[metric][in_queries]  # type: ignore[assignment]
             if fmr_vals:
-                group["fnmr@fmr"] = dict(zip(fmr_vals, self._fnmr(in_queries, tuple(fmr_vals))))
+                group["fnmr@fmr"] = dict(zip(fmr_vals, self._fnmr(in_queries, tuple(fmr_vals), shard)))
             if pcf_variance:
                 samples = self._samples(in_queries, in_samples)
                 group.update(calc_topological_metrics(samples, tuple(pcf_variance)))
@@ -510,7 +549,7 @@ class RetrievalResults:
             return torch.cat([self.queries, self.galleries.to(self.queries.dtype)])  # separate query / gallery sets
         return self.queries[in_queries]
 
-    def _fnmr(self, in_queries: Tensor, fmr_vals: Tuple[float, ...]) -> Tensor:
+    def _fnmr(self, in_queries: Tensor, fmr_vals: Tuple[float, ...], shard: Optional[Shard]) -> Tensor:
         if bool(in_queries.all()):
             queries, query_keys = self.queries, self.query_keys
         else:
@@ -524,6 +563,7 @@ class RetrievalResults:
             fmr_vals,
             query_ids=query_keys,
             gallery_ids=self.gallery_keys,
+            shard=shard,
         )
 
     # ------------------------------------------------------------------------------------------- viewing

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from oml.ddp.sharding import Shard
 from oml.ddp.utils import (
     WarningDDP,
     get_rank_safe,
@@ -16,6 +17,7 @@ from oml.ddp.utils import (
     is_ddp,
     is_main_process,
     merge_list_of_dicts,
+    process_locally,
     sync_dicts_ddp,
 )
 from oml.metrics.embeddings import EmbeddingMetrics, EmbeddingMetricsDDP
@@ -48,6 +50,10 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     try:
         assert is_ddp() and get_world_size_safe() == WORLD_SIZE and get_rank_safe() == rank
         assert is_main_process() == (rank == 0)
+        with process_locally():  # acts as one process: nothing is split or gathered
+            assert not is_ddp() and get_world_size_safe() == 0 and Shard.current() == Shard()
+            assert is_main_process()  # every process is the main one of its own
+        assert is_ddp() and Shard.current() == Shard(rank, WORLD_SIZE)
         merged = sync_dicts_ddp(
             {"t": torch.full((rank + 1,), rank), "a": np.array([rank]), "l": [f"r{rank}"]}, world_size=WORLD_SIZE
         )
