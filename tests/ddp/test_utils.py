@@ -1,13 +1,8 @@
-import os
-import time
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from oml.ddp.sharding import Shard
 from oml.ddp.utils import (
@@ -22,6 +17,7 @@ from oml.ddp.utils import (
 )
 from oml.metrics.embeddings import EmbeddingMetrics, EmbeddingMetricsDDP
 from oml.utils.misc import flatten_dict
+from tests.utils.ddp import run_in_gloo_group
 
 WORLD_SIZE = 2
 N_SAMPLES = 60
@@ -43,51 +39,32 @@ def metric_kwargs():
     return {"cmc_top_k": (1, 5), "precision_top_k": (5,), "map_top_k": (5,), "extra_keys": ("paths",), "verbose": False}
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=60)
+def _worker(rank: int, out_dir: str) -> None:
+    assert is_ddp() and get_world_size_safe() == WORLD_SIZE and get_rank_safe() == rank
+    assert is_main_process() == (rank == 0)
+    with process_locally():  # acts as one process: nothing is split or gathered
+        assert not is_ddp() and get_world_size_safe() == 0 and Shard.current() == Shard()
+        assert is_main_process()  # every process is the main one of its own
+    assert is_ddp() and Shard.current() == Shard(rank, WORLD_SIZE)
+    merged = sync_dicts_ddp(
+        {"t": torch.full((rank + 1,), rank), "a": np.array([rank]), "l": [f"r{rank}"]}, world_size=WORLD_SIZE
     )
-    try:
-        assert is_ddp() and get_world_size_safe() == WORLD_SIZE and get_rank_safe() == rank
-        assert is_main_process() == (rank == 0)
-        with process_locally():  # acts as one process: nothing is split or gathered
-            assert not is_ddp() and get_world_size_safe() == 0 and Shard.current() == Shard()
-            assert is_main_process()  # every process is the main one of its own
-        assert is_ddp() and Shard.current() == Shard(rank, WORLD_SIZE)
-        merged = sync_dicts_ddp(
-            {"t": torch.full((rank + 1,), rank), "a": np.array([rank]), "l": [f"r{rank}"]}, world_size=WORLD_SIZE
-        )
-        data = full_data()
-        half = slice(rank * N_SAMPLES // 2, (rank + 1) * N_SAMPLES // 2)
-        metric = EmbeddingMetricsDDP(**metric_kwargs())
-        metric.setup(num_samples=N_SAMPLES // 2)
-        for start in range(half.start, half.stop, 7):  # batches
-            stop = min(start + 7, half.stop)
-            metric.update_data({k: v[start:stop] for k, v in data.items()})
-        metric.sync()
-        result = metric.compute_metrics()
-        torch.save(
-            {"merged": merged, "result": result, "paths": metric.acc.storage["paths"]}, Path(out_dir) / f"{rank}.pt"
-        )
-    finally:
-        dist.destroy_process_group()
+    data = full_data()
+    half = slice(rank * N_SAMPLES // 2, (rank + 1) * N_SAMPLES // 2)
+    metric = EmbeddingMetricsDDP(**metric_kwargs())
+    metric.setup(num_samples=N_SAMPLES // 2)
+    for start in range(half.start, half.stop, 7):  # batches
+        stop = min(start + 7, half.stop)
+        metric.update_data({k: v[start:stop] for k, v in data.items()})
+    metric.sync()
+    result = metric.compute_metrics()
+    torch.save({"merged": merged, "result": result, "paths": metric.acc.storage["paths"]}, Path(out_dir) / f"{rank}.pt")
 
 
 @pytest.mark.ddp
 @pytest.mark.timeout(120)
 def test_sync_with_two_processes(tmp_path):
-    context = mp.start_processes(
-        _worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 90
-    try:
-        while not context.join(timeout=1):
-            if time.monotonic() > deadline:
-                pytest.fail("The DDP workers did not finish in 90 s (hang?).")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                os.kill(process.pid, 9)
+    run_in_gloo_group(_worker, WORLD_SIZE, tmp_path, str(tmp_path))
 
     single = EmbeddingMetrics(**metric_kwargs())
     single.setup(N_SAMPLES)

@@ -1,19 +1,16 @@
 """Inference under DDP (2 CPU processes, gloo, file:// init): every item is computed once, results in input order."""
 
-import time
-from datetime import timedelta
 from pathlib import Path
 from typing import List
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from oml.inference.flat import inference_on_images
 from oml.inference.pairs import pairwise_inference_on_embeddings
 from oml.models.meta.siamese import LinearTrivialDistanceSiamese
 from tests.inference.helpers import TinyExtractor, embed_by_hand, read_by_hand, tiny_transforms
+from tests.utils.ddp import run_in_gloo_group
 
 WORLD_SIZE = 2
 N_IMAGES = 11  # odd: the processes get different numbers of items
@@ -35,42 +32,23 @@ def pairs_data():
     return torch.randn(N_PAIRS, 5, generator=g), torch.randn(N_PAIRS, 5, generator=g)
 
 
-def _worker(rank: int, init_file: str, out_dir: str, paths: List[str]) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=60)
+def _worker(rank: int, out_dir: str, paths: List[str]) -> None:
+    model = Counting()
+    embeddings = inference_on_images(model, paths, tiny_transforms(), num_workers=0, batch_size=3)
+    siamese = LinearTrivialDistanceSiamese(feat_dim=5, identity_init=False)
+    e1, e2 = pairs_data()
+    scores = pairwise_inference_on_embeddings(siamese, e1, e2, num_workers=0, batch_size=2)
+    torch.save(
+        {"embeddings": embeddings, "seen": model.ids_seen, "scores": scores, "proj": siamese.proj.weight},
+        Path(out_dir) / f"{rank}.pt",
     )
-    torch.set_num_threads(1)
-    try:
-        model = Counting()
-        embeddings = inference_on_images(model, paths, tiny_transforms(), num_workers=0, batch_size=3)
-        siamese = LinearTrivialDistanceSiamese(feat_dim=5, identity_init=False)
-        e1, e2 = pairs_data()
-        scores = pairwise_inference_on_embeddings(siamese, e1, e2, num_workers=0, batch_size=2)
-        torch.save(
-            {"embeddings": embeddings, "seen": model.ids_seen, "scores": scores, "proj": siamese.proj.weight},
-            Path(out_dir) / f"{rank}.pt",
-        )
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.ddp
 @pytest.mark.timeout(120)
 def test_ddp_inference_each_item_once_in_order(mock_dataset_root: Path, tmp_path: Path) -> None:
     paths = [str(p) for p in sorted((mock_dataset_root / "images").glob("*.jpg"))[:N_IMAGES]]
-    context = mp.start_processes(
-        _worker, args=(str(tmp_path / "init"), str(tmp_path), paths), nprocs=WORLD_SIZE, join=False,
-        start_method="spawn",
-    )  # fmt: skip
-    deadline = time.monotonic() + 100
-    try:
-        while not context.join(timeout=1):
-            if time.monotonic() > deadline:
-                pytest.fail("The DDP workers did not finish in 100 s (hang?).")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
+    run_in_gloo_group(_worker, WORLD_SIZE, tmp_path, str(tmp_path), paths, timeout=100)
 
     results = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
     expected = embed_by_hand(TinyExtractor(), paths, tiny_transforms())
