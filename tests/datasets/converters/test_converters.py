@@ -218,6 +218,14 @@ def drop_line(path: Path, number: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def link_outside(link: Path) -> None:
+    """A link to a folder next to the dataset root holding ``x.jpg``: ``link/../x.jpg`` reads that one."""
+    outside = link.parents[1].parent / f"outside_{link.parents[1].name}"
+    (outside / "inner").mkdir(parents=True)
+    (outside / "x.jpg").write_bytes(b"x")
+    link.symlink_to(outside / "inner", target_is_directory=True)
+
+
 def rewrite_cars_record(root: Path, index: int, **values: Any) -> None:
     from scipy.io import loadmat, savemat
 
@@ -295,6 +303,12 @@ ERROR_CASES: Dict[str, tuple] = {
         convert_cub,
         lambda r: edit_line(r / "images.txt", 1, "1 ../../etc/passwd"),
         ["images.txt, line 1: the image path must be relative and stay inside the dataset root"],
+    ),
+    "cub-path-escapes-through-a-link": (
+        make_cub,
+        convert_cub,
+        lambda r: link_outside(r / "images" / "shortcut") or edit_line(r / "images.txt", 2, "2 shortcut/../x.jpg"),
+        ["images.txt, line 2: the image path must be relative and stay inside the dataset root"],
     ),
     "cub-box-outside": (
         make_cub,
@@ -464,3 +478,15 @@ def test_images_are_checked_by_one_listing_not_one_stat_each(tmp_path: Path, mon
     convert_sop(tmp_path, verbose=False)
     # the two list files, the written table and its folder: a check per image would add 37 more
     assert len(records) == 37 and len(calls) <= 10, calls
+
+
+def test_images_in_a_linked_folder_are_found(tmp_path: Path) -> None:
+    """A class folder that is a symbolic link (images kept on another disk) holds its images; the former
+    walk of the image folders did not follow it and called them absent."""
+    root = tmp_path / "CUB_200_2011"
+    records = make_cub(root)
+    folder = root / "images" / "002.Bird_2"
+    folder.rename(tmp_path / "other_disk")
+    folder.symlink_to(tmp_path / "other_disk", target_is_directory=True)
+    summary = convert_cub(root, verbose=False)
+    assert sum(summary.rows.values()) == len(records)
