@@ -34,6 +34,17 @@ def reference_missing(path: str, root: Optional[Path]) -> bool:
     return not os.path.isfile(os.path.join(root or "", path))
 
 
+@pytest.fixture(params=["default", "always list", "tiny scans"])
+def listing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How far folders are listed: as shipped, every folder with a path asked, every such folder one entry
+    at a time and only while it hits (the stat fallback answers the rest)."""
+    if request.param != "default":
+        monkeypatch.setattr(paths_module, "_MIN_ASKED", 1)
+    if request.param == "tiny scans":
+        monkeypatch.setattr(paths_module, "_CHUNK", 1)
+    return request.param
+
+
 @pytest.fixture()
 def tree(tmp_path: Path) -> Path:
     """``tmp/root`` with files, a folder, unicode and case variants, links inside, outside and dangling."""
@@ -87,7 +98,7 @@ ADVERSARIAL = {
 }
 
 
-def test_adversarial_paths(tree: Path) -> None:
+def test_adversarial_paths(tree: Path, listing: str) -> None:
     paths = list(ADVERSARIAL)
     expected_outside = np.flatnonzero([outside for outside, _ in ADVERSARIAL.values()])
     expected_missing = np.flatnonzero([missing for _, missing in ADVERSARIAL.values()])
@@ -136,11 +147,7 @@ def _random_paths(root: Path, rng: random.Random, n: int) -> List[str]:
     return paths
 
 
-@pytest.mark.parametrize("budget", ["default", "tiny"])
-def test_random_paths_against_the_references(tree: Path, budget: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    if budget == "tiny":  # folders listed only in part: the stat fallback answers the rest
-        monkeypatch.setattr(paths_module, "_MIN_SCAN", 1)
-        monkeypatch.setattr(paths_module, "_SCAN_PER_NAME", 1)
+def test_random_paths_against_the_references(tree: Path, listing: str) -> None:
     rng = random.Random(0)
     paths = _random_paths(tree, rng, 3000)
     for allow_absolute in (False, True):
@@ -188,12 +195,19 @@ def test_listing_replaces_stats_and_stops_early_in_big_folders(tmp_path: Path, m
     scandir = _CountingScandir()
     monkeypatch.setattr(os, "scandir", scandir)
 
-    # every file asked: one listing, no stat
+    # every file asked: one listing, a stat only for the path it does not show
     assert missing_files(names + ["nope.jpg"], tmp_path).tolist() == [2000]
     assert stats == [os.path.join(tmp_path, "nope.jpg")] and scandir.entries == 2000
 
-    # two files asked in a folder of 2000: the listing stops after its budget, the rest is stat'ed
+    # a few files asked in a big folder: no listing, a stat each
     stats.clear()
     scandir.entries = 0
     assert missing_files(["1999.jpg", "nope.jpg"], tmp_path).tolist() == [1]
-    assert scandir.entries <= paths_module._MIN_SCAN + 1 and len(stats) <= 2
+    assert scandir.entries == 0 and len(stats) == 2
+
+    # enough to list, but sparse: the scan stops after a chunk that hits too rarely, the rest is stat'ed
+    stats.clear()
+    scandir.entries = 0
+    asked = names[:: len(names) // paths_module._MIN_ASKED]
+    assert missing_files(asked, tmp_path).tolist() == []
+    assert scandir.entries == paths_module._CHUNK and len(stats) <= len(asked)

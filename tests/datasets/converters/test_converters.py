@@ -471,13 +471,13 @@ def test_oml_convert_defaults_are_the_functions_defaults() -> None:
 
 
 def test_images_are_checked_by_one_listing_not_one_stat_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    records = make_sop(tmp_path)
+    records = make_sop(tmp_path, n_train=30, n_test=20)  # over 40 images per folder: listing them pays
     calls: List[str] = []
     original = os.stat  # Path.stat, Path.is_file and os.path.isfile call it too
     monkeypatch.setattr(os, "stat", lambda path, *a, **k: calls.append(str(path)) or original(path, *a, **k))
     convert_sop(tmp_path, verbose=False)
-    # the two list files, the written table and its folder: a check per image would add 37 more
-    assert len(records) == 37 and len(calls) <= 10, calls
+    # the two list files, the written table and its folder: a check per image would add 128 more
+    assert len(records) == 128 and len(calls) <= 10, calls
 
 
 def test_images_in_a_linked_folder_are_found(tmp_path: Path) -> None:
