@@ -37,6 +37,7 @@ from oml.const import (
     Y1_COLUMN,
     Y2_COLUMN,
 )
+from oml.utils.paths import missing_files, paths_outside_root
 
 _SHOW = 10
 _SPLITS = ("train", "validation")
@@ -214,15 +215,15 @@ def check_dataframe(
     if len(val):
         _check_queries_have_gallery(val, is_query, is_gallery, source, allow_queries_without_match)
 
+    paths = [str(p) for p in df[PATHS_COLUMN].tolist()]
     if dataset_root is not None:
-        check_paths_inside_root(df[PATHS_COLUMN], dataset_root, allow_paths_outside_root, source)
-    root = Path(dataset_root) if dataset_root is not None else Path("")
-    missing_files = [p for p in df[PATHS_COLUMN] if not (root / str(p)).is_file()]
-    if missing_files:
+        check_paths_inside_root(paths, dataset_root, allow_paths_outside_root, source)
+    missing = [paths[i] for i in missing_files(paths, dataset_root)]
+    if missing:
+        root = Path(dataset_root) if dataset_root is not None else Path("")
         _fail(
             source,
-            f"{len(missing_files)} image files do not exist under dataset_root={str(root)!r}: "
-            f"{_preview(missing_files)}.",
+            f"{len(missing)} image files do not exist under dataset_root={str(root)!r}: {_preview(missing)}.",
         )
 
     _check_bboxes(df, source)
@@ -253,9 +254,10 @@ def check_paths_inside_root(
     """Refuse image paths that would read files outside ``dataset_root``, naming the table, the row and the path.
 
     A table is either made of paths relative to ``dataset_root`` that stay inside it (``images/a.jpg``,
-    not ``../../x.jpg``), or made of absolute paths only (then ``dataset_root`` does not change them). The
-    check is lexical: ``..`` is resolved, symbolic links inside the root are followed (where they lead is
-    the owner's choice), and no file is touched.
+    not ``../../x.jpg``), or made of absolute paths only (then ``dataset_root`` does not change them). Which
+    paths leave the root is ``oml.utils.paths.paths_outside_root``'s answer: ``..`` is resolved as the file
+    system resolves it, symbolic links inside the root are followed (where they lead is the owner's choice),
+    and paths without ``..`` touch no file.
 
     Args:
         paths: the ``path`` column.
@@ -272,10 +274,10 @@ def check_paths_inside_root(
         return
     paths = [str(p) for p in paths]
     rows = list(rows) if rows is not None else list(range(len(paths)))
-    is_abs = [os.path.isabs(p) for p in paths]
-    if all(is_abs):
+    outside = paths_outside_root(paths, dataset_root)
+    absolute = [i for i in outside if os.path.isabs(paths[i])]
+    if len(absolute) == len(paths):
         return
-    absolute = [i for i, a in enumerate(is_abs) if a]
     if absolute:
         _fail(
             source,
@@ -284,17 +286,11 @@ def check_paths_inside_root(
             f"{_preview([paths[i] for i in absolute])}. Use relative paths (or absolute paths in every row), or "
             f"pass allow_paths_outside_root=True if these files are meant to be read.",
         )
-    root = os.path.normpath(str(dataset_root))
-    prefix = root if root.endswith(os.sep) else root + os.sep
-    # only paths with a ".." part can leave the root: the rest is not normalised (fast on big tables)
-    escaping = [
-        i for i, p in enumerate(paths) if ".." in p and not os.path.normpath(os.path.join(root, p)).startswith(prefix)
-    ]
-    if escaping:
+    if outside.size:
         _fail(
             source,
-            f"{len(escaping)} paths lead outside dataset_root={str(dataset_root)!r}: rows "
-            f"{_preview([rows[i] for i in escaping])}, paths {_preview([paths[i] for i in escaping])}. Move the "
+            f"{len(outside)} paths lead outside dataset_root={str(dataset_root)!r}: rows "
+            f"{_preview([rows[i] for i in outside])}, paths {_preview([paths[i] for i in outside])}. Move the "
             f"files inside the root, or pass allow_paths_outside_root=True if these files are meant to be read.",
         )
 

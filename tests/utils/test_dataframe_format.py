@@ -123,3 +123,23 @@ def test_label_with_several_categories_warns(valid: pd.DataFrame, tmp_path: Path
     valid.loc[1, "category"] = "b"
     with pytest.warns(UserWarning, match=r"labels \[0\] belong to several categories"):
         check_retrieval_dataframe_format(valid, dataset_root=tmp_path)
+
+
+def test_a_link_climbed_out_of_is_outside_the_root(valid: pd.DataFrame, tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    (outside / "inner").mkdir(parents=True)
+    (outside / "0.jpg").write_bytes(b"x")
+    (root / "link").symlink_to(outside / "inner", target_is_directory=True)
+    for i in range(8):
+        (tmp_path / f"{i}.jpg").rename(root / f"{i}.jpg")
+    valid.loc[0, "path"] = "link/../0.jpg"  # lexically root/0.jpg, but the kernel reads outside/0.jpg
+    with pytest.raises(DataFrameFormatError, match=r"1 paths lead outside dataset_root=.*rows \[0\]"):
+        check_retrieval_dataframe_format(valid, dataset_root=root)
+
+
+def test_missing_parents_and_trailing_slashes_are_missing_files(valid: pd.DataFrame, tmp_path: Path) -> None:
+    valid.loc[2, "path"] = "no/such/folder/2.jpg"
+    valid.loc[5, "path"] = "5.jpg/"
+    with pytest.raises(DataFrameFormatError, match=r"2 image files do not exist .*\[no/such/folder/2.jpg, 5.jpg/\]"):
+        check_retrieval_dataframe_format(valid, dataset_root=tmp_path)

@@ -115,7 +115,7 @@ def convert_cars(
         f"class must be one of the {n_classes} classes of {meta.name}",
         show="class",
     )
-    common.check_paths(rows, root, verbose)
+    common.check_paths(rows, root)
 
     rows[const.LABELS_COLUMN] = rows["class"]
     widths, heights = common.read_image_sizes(rows, root, verbose)

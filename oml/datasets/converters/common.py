@@ -3,10 +3,9 @@ line, checking paths and boxes, and turning the rows into the oml tables with a 
 
 Every raw row carries where it came from (``SOURCE_FILE``, ``SOURCE_LINE`` columns) until the tables are
 written, so any check can name the line of the published file at fault. The checks are vectorised: a file
-is parsed in one pass, every image's existence is tested against one walk of the image folders.
+is parsed in one pass, every image's existence is tested against one listing of each image folder.
 """
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 
 from oml import const
 from oml.utils.io import atomic_write
+from oml.utils.paths import missing_files, paths_outside_root
 
 TPath = Union[str, Path]
 
@@ -171,40 +171,20 @@ def as_source(rows: pd.DataFrame, path: Path, line_column: str) -> pd.DataFrame:
     return rows.assign(**{SOURCE_FILE: str(path), SOURCE_LINE: rows[line_column]})
 
 
-def check_paths(df: pd.DataFrame, dataset_root: Path, verbose: bool = True) -> None:
-    """Check that every ``path`` stays inside ``dataset_root`` and exists there.
+def check_paths(df: pd.DataFrame, dataset_root: Path) -> None:
+    """Check that every ``path`` is relative, stays inside ``dataset_root`` and names a file there.
 
-    Existence is tested against one walk of the top folders that the paths name (not one ``stat`` per row
-    in Python), which matters for SOP's 120k images.
+    Both are asked of ``oml.utils.paths`` for all rows at once (each image folder is listed once, not one
+    ``stat`` per row in Python, which matters for SOP's 120k images); the errors name the raw file and line.
     """
-    paths = df[const.PATHS_COLUMN].astype(str)
-    escaping = paths.str.startswith("/") | paths.str.contains(r"(?:^|/)\.\.(?:/|$)|\\", regex=True)
-    fail_rows(df, escaping, "the image path must be relative and stay inside the dataset root", show=const.PATHS_COLUMN)
-    unique = paths.unique().tolist()
-    existing = list_files(dataset_root, sorted({p.partition("/")[0] for p in unique}), verbose=verbose)
-    present = pd.Series([p in existing for p in unique], index=unique, dtype=bool)  # set lookups, no file system
-    fail_rows(
-        df,
-        ~paths.map(present).to_numpy(dtype=bool),
-        f"the image does not exist under {dataset_root}",
-        show=const.PATHS_COLUMN,
-    )
-
-
-def list_files(root: Path, tops: Sequence[str], verbose: bool = True) -> set:
-    """The relative posix paths of all files under ``root/<top>`` for each of ``tops`` (one directory walk)."""
-    found: set = set()
-    with tqdm(desc=f"Listing images in {root}", unit=" files", disable=not verbose) as bar:
-        for top in tops:
-            start = root / top
-            if start.is_file():
-                found.add(top)
-                continue
-            for folder, _, files in os.walk(start):
-                prefix = Path(folder).relative_to(root).as_posix()
-                found.update(f"{prefix}/{name}" for name in files)
-                bar.update(len(files))
-    return found
+    paths = df[const.PATHS_COLUMN].astype(str).tolist()
+    for find, problem in (
+        (paths_outside_root, "the image path must be relative and stay inside the dataset root"),
+        (missing_files, f"the image does not exist under {dataset_root}"),
+    ):
+        bad = np.zeros(len(paths), dtype=bool)
+        bad[find(paths, dataset_root)] = True
+        fail_rows(df, bad, problem, show=const.PATHS_COLUMN)
 
 
 def read_image_sizes(df: pd.DataFrame, dataset_root: Path, verbose: bool = True) -> Tuple[np.ndarray, np.ndarray]:
@@ -381,7 +361,6 @@ __all__ = [
     "join_by_id",
     "as_source",
     "check_paths",
-    "list_files",
     "read_image_sizes",
     "fit_boxes",
     "finish",

@@ -66,7 +66,7 @@ def convert_cub(
 
     rows[const.PATHS_COLUMN] = "images/" + rows["path"]
     rows[const.LABELS_COLUMN] = rows["class_id"]
-    common.check_paths(rows, root, verbose)
+    common.check_paths(rows, root)
 
     rows[const.X1_COLUMN] = np.floor(rows["x"]).astype(np.int64)
     rows[const.Y1_COLUMN] = np.floor(rows["y"]).astype(np.int64)

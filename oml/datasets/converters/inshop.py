@@ -77,7 +77,7 @@ def convert_inshop(
     )
     rows[const.PATHS_COLUMN] = images_folder + rows["image_name"].str[len("img") :]
     rows[const.CATEGORIES_COLUMN] = rows["image_name"].str.split("/").str[1:3].str.join("/")
-    common.check_paths(rows, root, verbose)
+    common.check_paths(rows, root)
 
     train_items = rows.loc[rows["evaluation_status"] == "train", const.LABELS_COLUMN]
     common.fail_rows(

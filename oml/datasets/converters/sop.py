@@ -21,7 +21,8 @@ def convert_sop(
     label is the product (``class_id``), the category the super-class folder of the path (e.g.
     ``bicycle_final``); every validation image is both a query and a gallery image. SOP has one protocol,
     its files' split (products 1-11,318 train, 11,319-22,634 validation, disjoint), which OML 0.4.4 and
-    the papers both used (zoo figure 0.866); ``"shared_classes"`` is refused.
+    the papers both used (zoo figure 0.866); ``"shared_classes"`` is refused. ``verbose`` has nothing to
+    show here (no image is opened), it is taken so that every converter has the same signature.
 
     Raises:
         RawDataError: a missing file, a wrong header, a malformed line, a repeated image id, a product in
@@ -41,7 +42,7 @@ def convert_sop(
     common.fail_rows(
         rows, ~rows["is_test"] & rows["class_id"].isin(test_classes), "the product is also in Ebay_test.txt", "class_id"
     )
-    common.check_paths(rows, root, verbose)
+    common.check_paths(rows, root)
 
     rows[const.LABELS_COLUMN] = rows["class_id"]
     rows[const.CATEGORIES_COLUMN] = rows[const.PATHS_COLUMN].str.split("/", n=1).str[0]

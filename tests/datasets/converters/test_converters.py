@@ -2,6 +2,7 @@
 row by row from what the layout builders wrote, both protocols, the summaries, and the error cases."""
 
 import math
+import os
 import re
 import subprocess
 import sys
@@ -217,6 +218,14 @@ def drop_line(path: Path, number: int) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def link_outside(link: Path) -> None:
+    """A link to a folder next to the dataset root holding ``x.jpg``: ``link/../x.jpg`` reads that one."""
+    outside = link.parents[1].parent / f"outside_{link.parents[1].name}"
+    (outside / "inner").mkdir(parents=True)
+    (outside / "x.jpg").write_bytes(b"x")
+    link.symlink_to(outside / "inner", target_is_directory=True)
+
+
 def rewrite_cars_record(root: Path, index: int, **values: Any) -> None:
     from scipy.io import loadmat, savemat
 
@@ -294,6 +303,12 @@ ERROR_CASES: Dict[str, tuple] = {
         convert_cub,
         lambda r: edit_line(r / "images.txt", 1, "1 ../../etc/passwd"),
         ["images.txt, line 1: the image path must be relative and stay inside the dataset root"],
+    ),
+    "cub-path-escapes-through-a-link": (
+        make_cub,
+        convert_cub,
+        lambda r: link_outside(r / "images" / "shortcut") or edit_line(r / "images.txt", 2, "2 shortcut/../x.jpg"),
+        ["images.txt, line 2: the image path must be relative and stay inside the dataset root"],
     ),
     "cub-box-outside": (
         make_cub,
@@ -455,11 +470,23 @@ def test_oml_convert_defaults_are_the_functions_defaults() -> None:
     assert CONVERTERS["cub"][1][0] == CONVERTERS["cars"][1][0] == SHARED_CLASSES  # the zoo's split
 
 
-def test_images_are_checked_by_one_walk_not_one_stat_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    records = make_sop(tmp_path)
-    calls: List[Path] = []
-    original = Path.stat  # Path.is_file and Path.exists call it too
-    monkeypatch.setattr(Path, "stat", lambda self, *a, **k: calls.append(self) or original(self, *a, **k))
+def test_images_are_checked_by_one_listing_not_one_stat_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = make_sop(tmp_path, n_train=30, n_test=20)  # over 40 images per folder: listing them pays
+    calls: List[str] = []
+    original = os.stat  # Path.stat, Path.is_file and os.path.isfile call it too
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: calls.append(str(path)) or original(path, *a, **k))
     convert_sop(tmp_path, verbose=False)
-    # the two list files, the three folders, the written table: a check per image would add 37 more
-    assert len(records) == 37 and len(calls) <= 10, calls
+    # the two list files, the written table and its folder: a check per image would add 128 more
+    assert len(records) == 128 and len(calls) <= 10, calls
+
+
+def test_images_in_a_linked_folder_are_found(tmp_path: Path) -> None:
+    """A class folder that is a symbolic link (images kept on another disk) holds its images; the former
+    walk of the image folders did not follow it and called them absent."""
+    root = tmp_path / "CUB_200_2011"
+    records = make_cub(root)
+    folder = root / "images" / "002.Bird_2"
+    folder.rename(tmp_path / "other_disk")
+    folder.symlink_to(tmp_path / "other_disk", target_is_directory=True)
+    summary = convert_cub(root, verbose=False)
+    assert sum(summary.rows.values()) == len(records)
