@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from oml.ddp.sharding import Shard
 from oml.functional.distances import EXACT_BUDGET, distance_dtype, exact_sq_distances_of_pairs
 from oml.functional.ordering import float_order_keys, sort_by_value_then_index
 from oml.utils.checks import check_embeddings, check_int
@@ -457,12 +458,13 @@ class QueryGalleryDistances:
                 self.mask_tile(tile, chunk, c0)
                 yield r0, chunk, c0, tile
 
-    def symmetric_tiles(self, tile_size: int) -> Iterator[Tuple[int, int, Tensor]]:
+    def symmetric_tiles(self, tile_size: int, shard: Optional[Shard] = None) -> Iterator[Tuple[int, int, Tensor]]:
         """Symmetric mode only: yield ``(row_start, col_start, tile)`` for the upper triangle of square tiles.
 
         ``tile`` serves the queries ``row_start + i`` against the galleries ``col_start + j`` and, off the
         diagonal, also (read by columns) the queries ``col_start + j`` against the galleries ``row_start + i``:
-        every pair is computed once. The diagonal tiles come first. The buffer is reused.
+        every pair is computed once. The diagonal tiles come first. The buffer is reused. With a ``shard``, only
+        every ``world_size``-th tile from the ``rank``-th is yielded (the processes of a group share the work).
         """
         if not self.symmetric:
             raise RuntimeError("symmetric_tiles needs queries and galleries to be the same tensor with the same ids.")
@@ -471,6 +473,8 @@ class QueryGalleryDistances:
         buffer = torch.empty(side * side, dtype=self.tile_dtype, device=self.device)
         starts = range(0, n, side)
         pairs = [(r0, r0) for r0 in starts] + [(r0, c0) for r0 in starts for c0 in starts if c0 > r0]
+        if shard is not None:
+            pairs = pairs[shard.rank :: shard.world_size]
         q_aug, q_start = None, -1
         for r0, c0 in pairs:
             rows = torch.arange(r0, min(n, r0 + side), device=self.device)
@@ -662,11 +666,16 @@ def _scan(dists: QueryGalleryDistances, rows: Tensor, kk: int, height: int, widt
     return candidates.values, candidates.cols
 
 
-def _scan_symmetric(dists: QueryGalleryDistances, kk: int, tile_size: int) -> Tuple[Tensor, Tensor]:
-    """``_scan`` of all queries when queries and galleries are the same set: half of the GEMM work."""
+def _scan_symmetric(
+    dists: QueryGalleryDistances, kk: int, tile_size: int, shard: Optional[Shard] = None
+) -> Tuple[Tensor, Tensor]:
+    """``_scan`` of all queries when queries and galleries are the same set: half of the GEMM work.
+
+    With a ``shard``: the candidates of every query among the galleries of this process's tiles only.
+    """
     sub = sub_block_size(kk, min(tile_size, dists.n_queries))
     candidates = _Candidates(dists.n_queries, kk, dists.gallery_aug, sub)
-    for r0, c0, tile in dists.symmetric_tiles(tile_size):
+    for r0, c0, tile in dists.symmetric_tiles(tile_size, shard):
         row_mins = _row_block_mins(tile, kk, sub)
         column_mins = _column_block_mins(tile, kk, sub) if c0 != r0 else None
         with _one_thread():
@@ -698,6 +707,22 @@ def _finalize(
     return out_d, out_i, certified
 
 
+def _best_of_shards(
+    shard: Shard, values: Tensor, cols: Tensor, start: int, stop: int, kk: int
+) -> Tuple[Tensor, Tensor]:
+    """The ``kk`` best candidates of the queries ``start:stop`` among those every process found in its tiles.
+
+    Every pair lies in one tile only, so the processes' candidates of a query are distinct galleries, and the
+    ``kk`` smallest GEMM values of their union are those of the whole gallery (ties at the last place may be
+    cut either way: ``_finalize``'s check makes the excluded ones harmless).
+    """
+    parts = shard.gather((values.cpu(), cols.cpu().int()))
+    values = torch.cat([part[0][start:stop] for part in parts], dim=1).to(values.device)
+    cols = torch.cat([part[1][start:stop] for part in parts], dim=1).to(cols.device).long()
+    best = torch.topk(values, kk, dim=1, largest=False).indices
+    return values.gather(1, best), cols.gather(1, best)
+
+
 def _brute_force(dists: QueryGalleryDistances, rows: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     """Exact top-k against the whole gallery (used for the rare queries that could not be certified)."""
     out_d, out_i = [], []
@@ -723,6 +748,7 @@ def exact_knn(
     tile_size: Optional[int] = None,
     screening: Union[None, bool, str] = None,
     prepared: Optional[PreparedGallery] = None,
+    shard: Optional[Shard] = None,
 ) -> KNNResult:
     """Exact ``k`` nearest galleries of every query (Euclidean), in bounded memory.
 
@@ -744,6 +770,12 @@ def exact_knn(
         prepared: a ``PreparedGallery(galleries, ...)`` kept between calls (``SearchIndex`` keeps one), so that
             the gallery operand is not rebuilt by every search; ignored unless it was made from ``galleries`` in
             the dtypes this search uses.
+        shard: split the work over the processes of a group (``oml.ddp.sharding.Shard.current()``; every process
+            calls ``exact_knn`` with the same inputs): the results of the shard's share of the queries
+            (``Shard.bounds(Q)``) are returned. In the symmetric mode the processes share the tiles of the
+            upper triangle and exchange their candidates once (``[Q, k + extra]`` values and indices), so each
+            computes ``1 / world_size`` of half of the distances; otherwise each searches its queries only.
+            The results are those of one process bit for bit.
 
     Returns:
         ``KNNResult(distances [Q, k], indices [Q, k])``, sorted by distance, ties by gallery index.
@@ -770,11 +802,19 @@ def exact_knn(
     kk = min(n_galleries, k + extra)
     if screen_dtype is not None and screening_is_auto(screening) and not _screening_certifies(dists, k, kk):
         dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, prepared=prepared)
+    shared_tiles = dists.symmetric and shard is not None and not shard.is_single
+    if shared_tiles and not all(shard.gather(dists.tile_dtype != dists.out_dtype)):  # type: ignore[union-attr]
+        # the processes' candidates are compared with each other: one GEMM precision for all
+        dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, prepared=prepared)
 
-    out_d = torch.empty(dists.n_queries, k, dtype=dists.out_dtype, device=dists.device)
-    out_i = torch.empty(dists.n_queries, k, dtype=torch.long, device=dists.device)
-    pending = torch.arange(dists.n_queries, device=dists.device)
-    if dists.symmetric and len(pending):
+    start, stop = (0, dists.n_queries) if shard is None else shard.bounds(dists.n_queries)
+    out_d = torch.empty(stop - start, k, dtype=dists.out_dtype, device=dists.device)
+    out_i = torch.empty(stop - start, k, dtype=torch.long, device=dists.device)
+    pending = torch.arange(start, stop, device=dists.device)
+    if shared_tiles:
+        values, cols = _scan_symmetric(dists, kk, tile_size or SYMMETRIC_TILE_SIZE, shard)
+        values, cols = _best_of_shards(shard, values, cols, start, stop, kk)  # type: ignore[arg-type]
+    elif dists.symmetric and len(pending) == dists.n_queries:
         values, cols = _scan_symmetric(dists, kk, tile_size or SYMMETRIC_TILE_SIZE)
     else:
         values, cols = _scan(dists, pending, kk, height, width)
@@ -786,7 +826,7 @@ def exact_knn(
             rows = pending[r0 : r0 + step]
             with _one_thread():
                 d, i, ok = _finalize(dists, rows, values[r0 : r0 + step], cols[r0 : r0 + step], k)
-            out_d[rows[ok]], out_i[rows[ok]] = d[ok], i[ok]
+            out_d[rows[ok] - start], out_i[rows[ok] - start] = d[ok], i[ok]
             failed.append(rows[~ok])
         pending = torch.cat(failed)
         if not len(pending):
@@ -798,7 +838,7 @@ def exact_knn(
             continue
         kk *= 4
         if kk >= n_galleries:
-            out_d[pending], out_i[pending] = _brute_force(dists, pending, k)
+            out_d[pending - start], out_i[pending - start] = _brute_force(dists, pending, k)
             break
         values, cols = _scan(dists, pending, kk, height, width)
     return KNNResult(out_d, out_i)

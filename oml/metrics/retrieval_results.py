@@ -353,7 +353,15 @@ class RetrievalResults:
         width = max(keep, int(n_gt.max()) if ranking_metrics and n_queries else 0)
         width = min(width, n_galleries)
 
-        if search is None:
+        shard = shard or Shard()
+        start, stop = shard.bounds(n_queries)
+        # the same decision on every process (it may start a collective): the largest share fits in one chunk
+        one_chunk = -(-n_queries // shard.world_size) * max(width, 1) <= RETRIEVAL_BUDGET
+        if search is None and width and one_chunk and not shard.is_single and queries is galleries:
+            # one table: the processes share the tiles of the symmetric mode (half of the distances)
+            found = exact_knn(queries, galleries, width, query_keys, gallery_keys, shard=shard)
+            search = _precomputed(found, start)
+        elif search is None:
             search = _exact_search(queries, galleries, query_keys, gallery_keys)
         distances = torch.zeros(
             n_queries, keep, dtype=torch.float64 if queries.dtype == torch.float64 else torch.float32
@@ -361,9 +369,7 @@ class RetrievalResults:
         retrieved = torch.zeros(n_queries, keep, dtype=torch.long)
         gt_tops = torch.zeros(n_queries, keep, dtype=torch.bool)
         ranking = {name: torch.zeros(n_queries) for name in RANKING_METRICS if name in ranking_metrics}
-        shard = shard or Shard()
-        start, stop = shard.bounds(n_queries)
-        step = stop - start if (stop - start) * max(width, 1) <= RETRIEVAL_BUDGET else RETRIEVAL_BUDGET // max(width, 1)
+        step = stop - start if one_chunk else RETRIEVAL_BUDGET // max(width, 1)
         for q0 in range(start, stop, max(step, 1)):
             positions = torch.arange(q0, min(stop, q0 + step))
             if width:
@@ -633,6 +639,16 @@ def _relevance(
     if query_keys is not None:
         relevant &= gallery_keys[safe] != query_keys[positions][:, None]
     return relevant
+
+
+def _precomputed(found: Tuple[Tensor, Tensor], start: int) -> TSearch:
+    """The search of the query positions ``start, start + 1, ...`` already done (``found``: distances, indices)."""
+
+    def search(positions: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+        rows = positions - start
+        return found[0][rows, :k], found[1][rows, :k]
+
+    return search
 
 
 def _exact_search(
