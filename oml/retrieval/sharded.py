@@ -117,8 +117,9 @@ class ShardedSearchIndex:
             ids = list(range(self.offset, self.offset + len(embeddings)))
 
         def build() -> Optional[SearchIndex]:
-            if len(embeddings) == 0:
-                _plain_keys(ids, 0, "ids"), _plain_keys(labels, 0, "labels")
+            if len(embeddings) == 0:  # no SearchIndex (it refuses an empty gallery), but the same checks of the keys
+                _plain_keys(ids, 0, "ids")
+                _plain_keys(labels, 0, "labels")
                 return None
             return SearchIndex(embeddings, ids=ids, labels=labels, backend=backend, **backend_params)
 
