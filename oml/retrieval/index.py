@@ -239,11 +239,7 @@ class SearchIndex:
         """
         if self.labels is None:
             raise ValueError("calibrate_threshold needs an index with labels.")
-        query_labels = _plain_keys(query_labels, len(queries), "query_labels")
-        result = self.search(queries, top_k=1)
-        top1 = [row[0] for row in result.labels]  # type: ignore[union-attr]
-        is_correct = torch.tensor([a == b for a, b in zip(top1, query_labels)], dtype=torch.bool)  # type: ignore
-        return calibrate_threshold(result.distances[:, 0], is_correct, max_false_match_rate)
+        return threshold_of_top1(self.search(queries, top_k=1), query_labels, max_false_match_rate)
 
     # ------------------------------------------------------------------------------------------- persistence
     def save(self, path: TPath, prepared: bool = True) -> None:
@@ -304,6 +300,14 @@ class SearchIndex:
         parts = _check_prepared_parts(content.get("prepared"), index.embeddings, path)
         index.backend.deserialize(content["backend_state"], index.embeddings, parts)
         return index
+
+
+def threshold_of_top1(result: SearchResult, query_labels: Sequence[Any], max_false_match_rate: float) -> float:
+    """The "no match" threshold of ``calibrate_threshold`` from the top-1 ``result`` of labelled queries."""
+    query_labels = _plain_keys(query_labels, len(result), "query_labels")  # type: ignore[assignment]
+    top1 = [row[0] for row in result.labels]  # type: ignore[union-attr]
+    is_correct = torch.tensor([a == b for a, b in zip(top1, query_labels)], dtype=torch.bool)
+    return calibrate_threshold(result.distances[:, 0], is_correct, max_false_match_rate)
 
 
 def _check_prepared_parts(parts: Any, embeddings: Tensor, path: TPath) -> Optional[Dict[str, Tensor]]:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from oml.ddp.utils import all_gather_objects, broadcast_object, is_ddp
 from oml.functional.ordering import sort_by_value_then_index
-from oml.retrieval.decision import calibrate_threshold, knn_vote
+from oml.retrieval.decision import knn_vote
 from oml.retrieval.index import (
     INDEX_FORMAT,
     SearchIndex,
@@ -29,6 +29,7 @@ from oml.retrieval.index import (
     TKey,
     _plain_keys,
     read_index_file,
+    threshold_of_top1,
     write_index_file,
 )
 from oml.utils.checks import check_embeddings, check_int
@@ -248,11 +249,7 @@ class ShardedSearchIndex:
         """A "no match" distance threshold from labelled queries, as ``SearchIndex.calibrate_threshold``."""
         if not self.has_labels:
             raise ValueError("calibrate_threshold needs an index with labels.")
-        query_labels = _plain_keys(query_labels, len(queries), "query_labels")
-        result = self.search(queries, top_k=1)
-        top1 = [row[0] for row in result.labels]  # type: ignore[union-attr]
-        is_correct = torch.tensor([a == b for a, b in zip(top1, query_labels)], dtype=torch.bool)  # type: ignore
-        return calibrate_threshold(result.distances[:, 0], is_correct, max_false_match_rate)
+        return threshold_of_top1(self.search(queries, top_k=1), query_labels, max_false_match_rate)
 
     # ------------------------------------------------------------------------------------------- persistence
     def save(self, folder: TPath, prepared: bool = True) -> None:

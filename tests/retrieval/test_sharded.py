@@ -1,8 +1,6 @@
 """ShardedSearchIndex: two gloo processes give the results of one SearchIndex over the whole gallery, bit for bit."""
 
 import json
-import os
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Dict, List
@@ -10,10 +8,10 @@ from typing import Any, Callable, Dict, List
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from oml.retrieval.index import SearchIndex
 from oml.retrieval.sharded import MANIFEST, ShardedSearchError, ShardedSearchIndex, shard_file_name
+from tests.utils.ddp import run_spawned
 
 WORLD_SIZE = 2
 
@@ -154,18 +152,7 @@ def _worker(rank: int, init_file: str, folder: str) -> None:
 @pytest.mark.ddp
 @pytest.mark.timeout(150)
 def test_sharded_index_with_two_processes(tmp_path: Path) -> None:
-    context = mp.start_processes(
-        _worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 120
-    try:
-        while not context.join(timeout=1):
-            if time.monotonic() > deadline:
-                pytest.fail("The DDP workers did not finish in 120 s (hang?).")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                os.kill(process.pid, 9)
+    run_spawned(_worker, (str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, deadline_s=120)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == [MANIFEST, shard_file_name(0, 2), shard_file_name(1, 2)]
     manifest: Dict[str, Any] = json.loads((tmp_path / "a" / MANIFEST).read_text())
