@@ -200,7 +200,7 @@ class SearchIndex:
         k = min(top_k, len(self))
         if len(queries) == 0:
             return SearchResult(torch.zeros(0, k), torch.zeros(0, k, dtype=torch.long), self)
-        distances, indices = self.backend.search(self.embeddings, queries.to(self.embeddings.dtype), k)
+        distances, indices = self.backend.search(self.embeddings, queries.detach().to(self.embeddings.dtype), k)
         return SearchResult(distances=distances, indices=indices.long(), index=self)
 
     def classify(self, queries: Tensor, top_k: int = 5, weighting: str = "distance") -> Tuple[List[Any], Tensor]:
@@ -316,10 +316,8 @@ def _check_prepared_parts(parts: Any, embeddings: Tensor, path: TPath) -> Option
         return None
     n, dim = embeddings.shape
     expected = {"center": (dim,), "gallery_aug": (n, dim + 2), "sq_norms": (n,)}
-    shapes = {
-        name: tuple(value.shape) for name, value in (parts.items() if isinstance(parts, dict) else ())
-        if isinstance(value, Tensor)
-    }  # fmt: skip
+    items = parts.items() if isinstance(parts, dict) else ()
+    shapes = {name: tuple(value.shape) for name, value in items if isinstance(value, Tensor)}
     if shapes != expected or parts["sq_norms"].dtype != torch.float64 or not parts["center"].is_floating_point():
         raise FileFormatError(
             f"{path} holds a prepared gallery operand of shapes {shapes}, but its embeddings are {(n, dim)} "

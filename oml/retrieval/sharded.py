@@ -194,8 +194,8 @@ class ShardedSearchIndex:
 
         def check() -> Tuple[Tuple[int, ...], int, int]:
             top_k_ = check_int(top_k, "top_k")
-            checked = check_embeddings(queries, "queries", dim=self.dim, dim_owner="the index")
-            return tuple(checked.shape), top_k_, zlib.crc32(checked.cpu().contiguous().view(torch.uint8).numpy())
+            checked = check_embeddings(queries, "queries", dim=self.dim, dim_owner="the index").detach().cpu()
+            return tuple(checked.shape), top_k_, zlib.crc32(checked.contiguous().view(torch.uint8).numpy())
 
         seen = all_gather_objects(self._local(check, "ShardedSearchIndex.search"), group=self.group)
         if len(set(seen)) > 1:
@@ -203,7 +203,7 @@ class ShardedSearchIndex:
                 f"ShardedSearchIndex.search got different queries or top_k on the ranks (shape, top_k, CRC-32 by "
                 f"rank: {seen}); pass the same ones on every rank, or broadcast=True to use rank 0's."
             )
-        return queries.to(self.dtype), seen[0][1]  # type: ignore[union-attr]
+        return queries.detach().to(self.dtype), seen[0][1]  # type: ignore[union-attr]
 
     def _gather_cat(self, x: Tensor) -> Tensor:
         """All-gather ``x`` (the same shape on every rank) and concatenate along dim 1, in rank order."""
@@ -219,10 +219,11 @@ class ShardedSearchIndex:
         """The ids (and labels) of the global positions in ``indices``, from the ranks that hold them."""
         wanted = torch.unique(indices[(indices >= self.offset) & (indices < self.offset + len(self.embeddings))])
         local = [int(i) - self.offset for i in wanted.tolist()]
-        shard = self.shard
+        shard_ids = self.shard.ids if self.shard is not None else []
+        shard_labels = (self.shard.labels if self.shard is not None else None) or []
         mine = {
-            "ids": {self.offset + i: shard.ids[i] for i in local} if shard else {},
-            "labels": {self.offset + i: shard.labels[i] for i in local} if shard and shard.labels else {},
+            "ids": {self.offset + i: shard_ids[i] for i in local},
+            "labels": {self.offset + i: shard_labels[i] for i in local} if shard_labels else {},
         }
         ids: Dict[int, TKey] = {}
         labels: Dict[int, TKey] = {}
@@ -236,11 +237,12 @@ class ShardedSearchIndex:
         if not self.has_labels:
             raise ValueError("classify needs an index with labels: ShardedSearchIndex(embeddings, labels=...).")
         result = self.search(queries, top_k)
-        classes: Dict[TKey, int] = {}  # codes in order of appearance (the vote does not depend on them)
-        codes = [[-1 if x is None else classes.setdefault(x, len(classes)) for x in row] for row in result.labels]
-        codes_tensor = torch.tensor(codes, dtype=torch.long).view(result.indices.shape)
-        winners, confidence = knn_vote(result.distances, codes_tensor, weighting=weighting)
-        classes = list(classes)  # type: ignore[assignment]
+        codes: Dict[TKey, int] = {}  # in order of appearance (the vote does not depend on them)
+        rows = [[-1 if x is None else codes.setdefault(x, len(codes)) for x in row] for row in result.labels]
+        winners, confidence = knn_vote(
+            result.distances, torch.tensor(rows, dtype=torch.long).view(result.indices.shape), weighting=weighting
+        )
+        classes = list(codes)
         return [classes[c] if c >= 0 else None for c in winners.tolist()], confidence
 
     def calibrate_threshold(

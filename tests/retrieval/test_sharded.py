@@ -170,6 +170,8 @@ def test_outside_ddp_it_is_a_plain_index(tmp_path: Path) -> None:
     for top_k in (1, 10, 80):
         check_equal(sharded.search(queries, top_k), whole.search(queries, top_k))
     check_equal(sharded.search(queries, 4, broadcast=True), whole.search(queries, 4))
+    with_grad = queries.clone().requires_grad_()  # e.g. straight from a model: searched without autograd
+    check_equal(sharded.search(with_grad, 4), whole.search(with_grad, 4))
     sharded.save(tmp_path / "index")
     check_equal(ShardedSearchIndex.load(tmp_path / "index").search(queries, 10), whole.search(queries, 10))
     manifest = json.loads((tmp_path / "index" / MANIFEST).read_text())
