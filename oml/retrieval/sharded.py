@@ -54,24 +54,24 @@ class ShardedSearchError(RuntimeError):
     """A ``ShardedSearchIndex`` step failed on at least one rank (raised on every rank, with every rank's error)."""
 
 
-def _collective(step: Callable[[], T], what: str, group: Any) -> T:
-    """Run ``step`` on this rank and share its success or error: if any rank failed, every rank raises.
+def _collective(step: Callable[[], T], what: str, group: Any) -> List[Optional[T]]:
+    """Run ``step`` on this rank and all-gather its result with its error: if any rank failed, every rank raises.
 
     The collective steps of the index must not leave the other ranks waiting forever when one rank meets bad
-    input or a bad file, so each error is shared before anyone raises.
+    input or a bad file, so each error is shared before anyone raises. Returns every rank's result (small
+    objects only: they travel to every rank); ``_local`` shares the errors only.
     """
-    if not is_ddp():
-        return step()
-    result: Any = None
     try:
         result, error = step(), None
     except Exception as e:  # noqa: BLE001 (re-raised below, on every rank)
-        error = f"{type(e).__name__}: {e}"
-    gathered = all_gather_objects(error, group=group)
-    errors = [f"rank {rank}: {e}" for rank, e in enumerate(gathered) if e]
+        if not is_ddp():
+            raise
+        result, error = None, f"{type(e).__name__}: {e}"
+    gathered = all_gather_objects((error, result), group=group)
+    errors = [f"rank {rank}: {e}" for rank, (e, _) in enumerate(gathered) if e]
     if errors:
         raise ShardedSearchError(f"{what} failed on {len(errors)} of {len(gathered)} ranks:\n" + "\n".join(errors))
-    return result
+    return [value for _, value in gathered]
 
 
 def _size(group: Any) -> int:
@@ -112,7 +112,7 @@ class ShardedSearchIndex:
             x = check_embeddings(embeddings, "embeddings")
             return {"n": len(x), "dim": int(x.shape[1]), "dtype": str(x.dtype), "labels": labels is not None}
 
-        self._set_layout(all_gather_objects(self._local(check, "Building the ShardedSearchIndex"), group=group))
+        self._set_layout(_collective(check, "Building the ShardedSearchIndex", group))  # type: ignore[arg-type]
         embeddings = embeddings.contiguous()
         if ids is None:
             ids = list(range(self.offset, self.offset + len(embeddings)))
@@ -134,8 +134,10 @@ class ShardedSearchIndex:
         self.world_size = _size(group)
 
     def _local(self, step: Callable[[], T], what: str) -> T:
-        """``step`` on this rank, its error shared with every rank (see ``_collective``)."""
-        return _collective(step, what, self.group)
+        """``step`` on this rank, its error (not its result) shared with every rank (see ``_collective``)."""
+        result: List[T] = []
+        _collective(lambda: result.append(step()), what, self.group)
+        return result[0]
 
     def _set_layout(self, shards: List[Dict[str, Any]]) -> None:
         """Sizes, offsets, dimension and dtype from every rank's description of its shard (checked to agree)."""
@@ -197,7 +199,7 @@ class ShardedSearchIndex:
             checked = check_embeddings(queries, "queries", dim=self.dim, dim_owner="the index").detach().cpu()
             return tuple(checked.shape), top_k_, zlib.crc32(checked.contiguous().view(torch.uint8).numpy())
 
-        seen = all_gather_objects(self._local(check, "ShardedSearchIndex.search"), group=self.group)
+        seen = _collective(check, "ShardedSearchIndex.search", self.group)
         if len(set(seen)) > 1:
             raise ValueError(
                 f"ShardedSearchIndex.search got different queries or top_k on the ranks (shape, top_k, CRC-32 by "
