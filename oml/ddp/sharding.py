@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from oml.ddp.utils import is_ddp
+from oml.ddp.utils import all_gather_objects, is_ddp
 from oml.utils.checks import check_int
 
 
@@ -53,13 +53,12 @@ class Shard:
         return start, start + base + (self.rank < rest)
 
     def gather(self, obj: Any) -> List[Any]:
-        """``obj`` of every rank, in rank order (pickled: meant for per-query results, not for big tensors)."""
+        """``obj`` of every rank, in rank order (pickled, read back with ``weights_only=True``: tensors, numbers,
+        strings and containers of them; meant for per-query results, not for big tensors)."""
         if self.is_single:
             return [obj]
         self._check_group()
-        gathered: List[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, obj)
-        return gathered
+        return all_gather_objects(obj)
 
     def sum(self, tensor: Tensor) -> Tensor:
         """Element-wise sum of ``tensor`` over the ranks (a new tensor; integer sums are exact)."""

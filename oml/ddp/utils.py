@@ -105,6 +105,31 @@ def sync_dicts_ddp(outputs_from_device: Dict[str, Any], world_size: int, device:
     return merge_list_of_dicts(gathered, device=device)
 
 
+def all_gather_objects(obj: Any, group: Any = None) -> List[Any]:
+    """The ``obj`` of every process of ``group`` (default: all), in rank order; ``[obj]`` outside DDP.
+
+    Objects travel pickled and are read back with ``weights_only=True``: tensors, numbers, strings and
+    containers of them.
+    """
+    if not is_ddp():
+        return [obj]
+    gathered: List[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, obj, group=group, weights_only=True)
+    return gathered
+
+
+def broadcast_object(obj: Any, group: Any = None) -> Any:
+    """The ``obj`` of the first process of ``group`` (default: all), on every process; ``obj`` outside DDP.
+
+    Read back with ``weights_only=True`` (tensors, numbers, strings and containers of them).
+    """
+    if not is_ddp():
+        return obj
+    sent = [obj]
+    dist.broadcast_object_list(sent, group=group, group_src=0, weights_only=True)
+    return sent[0]
+
+
 __all__ = [
     "WarningDDP",
     "is_ddp",
@@ -114,4 +139,6 @@ __all__ = [
     "is_main_process",
     "merge_list_of_dicts",
     "sync_dicts_ddp",
+    "all_gather_objects",
+    "broadcast_object",
 ]

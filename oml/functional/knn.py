@@ -844,6 +844,38 @@ def exact_knn(
     return KNNResult(out_d, out_i)
 
 
+def prepared_gallery_for(
+    queries: Tensor,
+    galleries: Tensor,
+    screening: Union[None, bool, str] = None,
+    kept: Optional[PreparedGallery] = None,
+    parts: Optional[Dict[str, Tensor]] = None,
+) -> PreparedGallery:
+    """The gallery operand that ``exact_knn(queries, galleries, screening=screening)`` starts with.
+
+    The one place where a caller that keeps operands between searches (``SearchIndex``) learns which one a
+    search needs: ``kept`` if it fits, else one restored from ``parts`` (the ``center``, ``gallery_aug`` and
+    ``sq_norms`` of an earlier operand of these galleries, e.g. read from a file) if they are in the dtypes
+    this search uses, else a new one. Pass the result to ``exact_knn(..., prepared=...)``. The parts are trusted
+    to come from these galleries (the caller checks their shapes).
+    """
+    screen_dtype = screening_dtype(queries, galleries, screening)
+    compute_dtype = distance_dtype(queries, galleries)
+    tile_dtype = screen_dtype or compute_dtype
+    if kept is not None and kept.fits(galleries, compute_dtype, tile_dtype):
+        return kept
+    if parts is None or parts["gallery_aug"].dtype != tile_dtype or parts["center"].dtype != compute_dtype:
+        return PreparedGallery(galleries, screen_dtype, compute_dtype)
+    prepared = PreparedGallery.__new__(PreparedGallery)
+    prepared.source, prepared.source_version = galleries, _version_of(galleries)
+    prepared.compute_dtype, prepared.tile_dtype = compute_dtype, tile_dtype
+    prepared.galleries = galleries.to(compute_dtype).contiguous()
+    device = prepared.galleries.device
+    prepared.center, prepared.gallery_aug = parts["center"].to(device), parts["gallery_aug"].to(device)
+    prepared.sq_norms = parts["sq_norms"].to(device)
+    return prepared
+
+
 __all__ = [
     "KNNResult",
     "PreparedGallery",
@@ -851,6 +883,7 @@ __all__ = [
     "exact_knn",
     "exclusion_keys",
     "matmul_unit_roundoff",
+    "prepared_gallery_for",
     "screening_dtype",
     "screening_error_factor",
 ]

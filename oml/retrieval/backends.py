@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from oml.functional.distances import distance_dtype, exact_distances_of_topk
-from oml.functional.knn import PreparedGallery, exact_knn, screening_dtype
+from oml.functional.distances import exact_distances_of_topk
+from oml.functional.knn import PreparedGallery, exact_knn, prepared_gallery_for
 from oml.functional.ordering import sort_by_value_then_index
 
 
@@ -44,31 +44,46 @@ class SearchBackend:
     def build(self, galleries: Tensor) -> None:
         """Prepare for the galleries (e.g. train and fill a Faiss index)."""
         self.prepared: Optional[PreparedGallery] = None  # made by the first search, kept for the next ones
+        self.saved_parts: Optional[Dict[str, Tensor]] = None  # the parts of a prepared gallery read from a file
 
     def add(self, galleries: Tensor) -> None:
         """The index got more galleries (appended)."""
-        self.prepared = None
+        self.prepared = self.saved_parts = None
 
     def search(self, galleries: Tensor, queries: Tensor, k: int) -> Tuple[Tensor, Tensor]:
         """``(distances [Q, k], indices [Q, k])`` sorted by distance; -1 / inf where fewer than k were found.
 
         The exact search keeps the gallery operand of its GEMM (``PreparedGallery``: centred vectors and their
         squared norms, about the size of the gallery) between searches, so repeated searches skip building it.
+        Which operand a search needs (its dtypes: float32, or bfloat16 when it screens) is decided by
+        ``oml.functional.knn.prepared_gallery_for``, next to ``exact_knn``; the backend only keeps it.
         """
-        screen = screening_dtype(queries, galleries)
-        compute = distance_dtype(queries, galleries)
-        prepared = getattr(self, "prepared", None)
-        if prepared is None or not prepared.fits(galleries, compute, screen or compute):
-            prepared = self.prepared = PreparedGallery(galleries, screen, compute)
+        prepared = prepared_gallery_for(queries, galleries, kept=self.prepared, parts=self.saved_parts)
+        if prepared is not self.prepared:
+            self.prepared, self.saved_parts = prepared, None
         return exact_knn(queries, galleries, k, prepared=prepared)
+
+    def prepared_parts(self, galleries: Tensor) -> Optional[Dict[str, Tensor]]:
+        """The parts of the kept gallery operand to save with the index (None if there is none for ``galleries``)."""
+        prepared = self.prepared
+        if prepared is not None and prepared.fits(galleries, prepared.compute_dtype, prepared.tile_dtype):
+            return {"center": prepared.center, "gallery_aug": prepared.gallery_aug, "sq_norms": prepared.sq_norms}
+        return self.saved_parts
+
+    def prepare(self, galleries: Tensor) -> None:
+        """Build the gallery operand of a search of a few queries now (``SearchIndex.save`` stores it)."""
+        self.prepared = prepared_gallery_for(galleries[:1], galleries, kept=self.prepared, parts=self.saved_parts)
 
     def serialize(self) -> Optional[Tensor]:
         """The backend's state as a uint8 tensor (None if it has none)."""
         return None
 
-    def deserialize(self, state: Optional[Tensor], galleries: Tensor) -> None:
-        """Restore the state saved by ``serialize`` (or rebuild it from ``galleries``)."""
+    def deserialize(
+        self, state: Optional[Tensor], galleries: Tensor, prepared_parts: Optional[Dict[str, Tensor]] = None
+    ) -> None:
+        """Restore the state saved by ``serialize`` (or rebuild it from ``galleries``) and the saved operand parts."""
         self.build(galleries)
+        self.saved_parts = prepared_parts
 
 
 class ExactBackend(SearchBackend):
@@ -114,7 +129,15 @@ class FaissBackend(SearchBackend):
         faiss = import_faiss()
         return torch.from_numpy(faiss.serialize_index(self.index).copy())
 
-    def deserialize(self, state: Optional[Tensor], galleries: Tensor) -> None:
+    def prepared_parts(self, galleries: Tensor) -> Optional[Dict[str, Tensor]]:
+        return None  # a Faiss search does not use the operand of the exact kNN
+
+    def prepare(self, galleries: Tensor) -> None:
+        pass
+
+    def deserialize(
+        self, state: Optional[Tensor], galleries: Tensor, prepared_parts: Optional[Dict[str, Tensor]] = None
+    ) -> None:
         if state is None:
             self.build(galleries)
             return

@@ -17,19 +17,20 @@ tensor([[0.1000, 0.9000],
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from oml.inference.flat import inference_on_images
 from oml.retrieval.backends import SearchBackend, get_backend
 from oml.retrieval.decision import calibrate_threshold, knn_vote
-from oml.transforms.images.utils import TTransforms
 from oml.utils.checks import check_embeddings, check_int
 from oml.utils.io import FileFormatError, atomic_write, check_torch_file, describe_torch_object
 from oml.utils.labels import encode_labels
+
+if TYPE_CHECKING:  # the image stack is imported by from_images only: searching embeddings does not need it
+    from oml.transforms.images.utils import TTransforms
 
 TPath = Union[str, Path]
 TKey = Union[int, str]
@@ -63,14 +64,17 @@ class SearchResult:
     Attributes:
         distances: ``[Q, k]`` Euclidean distances, ascending (``inf`` where there is no match).
         indices: ``[Q, k]`` positions in the index (``-1`` where there is no match).
-        index: the index that was searched (gives ``ids`` and ``labels``).
+        index: the index that was searched (a ``SearchIndex`` or a ``ShardedSearchIndex``).
+        keys: the ids and labels (None without labels) of the returned positions, by position, when the index
+            does not hold all of them (``ShardedSearchIndex``); else they are looked up in ``index``.
     """
 
     distances: Tensor
     indices: Tensor
-    index: "SearchIndex"
+    index: Any
+    keys: Optional[Tuple[Dict[int, TKey], Optional[Dict[int, TKey]]]] = None
 
-    def _lookup(self, values: Optional[List[TKey]]) -> Optional[List[List[Optional[TKey]]]]:
+    def _lookup(self, values: Union[None, List[TKey], Dict[int, TKey]]) -> Optional[List[List[Optional[TKey]]]]:
         if values is None:
             return None
         return [[values[i] if i >= 0 else None for i in row] for row in self.indices.tolist()]
@@ -78,12 +82,12 @@ class SearchResult:
     @property
     def ids(self) -> List[List[Optional[TKey]]]:
         """Gallery ids of the results (None where there is no match)."""
-        return self._lookup(self.index.ids)  # type: ignore[return-value]
+        return self._lookup(self.keys[0] if self.keys else self.index.ids)  # type: ignore[return-value]
 
     @property
     def labels(self) -> Optional[List[List[Optional[TKey]]]]:
         """Gallery labels of the results (None where there is no match), or None if the index has no labels."""
-        return self._lookup(self.index.labels)
+        return self._lookup(self.keys[1] if self.keys else self.index.labels)
 
     def apply_threshold(self, threshold: float) -> "SearchResult":
         """A copy where the results with ``distance >= threshold`` become "no match" (index -1, distance inf)."""
@@ -92,6 +96,7 @@ class SearchResult:
             distances=self.distances.masked_fill(reject, float("inf")),
             indices=self.indices.masked_fill(reject, -1),
             index=self.index,
+            keys=self.keys,
         )
 
     def __len__(self) -> int:
@@ -135,7 +140,7 @@ class SearchIndex:
         cls,
         extractor: nn.Module,
         paths: Sequence[TPath],
-        transform: TTransforms,
+        transform: "TTransforms",
         labels: Optional[Sequence[Any]] = None,
         ids: Optional[Sequence[Any]] = None,
         batch_size: int = 128,
@@ -146,6 +151,8 @@ class SearchIndex:
         **backend_params: Any,
     ) -> "SearchIndex":
         """Embed the images with ``extractor`` (``inference_on_images``) and index them; ids default to the paths."""
+        from oml.inference.flat import inference_on_images
+
         embeddings = inference_on_images(
             extractor,
             paths=paths,
@@ -193,7 +200,7 @@ class SearchIndex:
         k = min(top_k, len(self))
         if len(queries) == 0:
             return SearchResult(torch.zeros(0, k), torch.zeros(0, k, dtype=torch.long), self)
-        distances, indices = self.backend.search(self.embeddings, queries.to(self.embeddings.dtype), k)
+        distances, indices = self.backend.search(self.embeddings, queries.detach().to(self.embeddings.dtype), k)
         return SearchResult(distances=distances, indices=indices.long(), index=self)
 
     def classify(self, queries: Tensor, top_k: int = 5, weighting: str = "distance") -> Tuple[List[Any], Tensor]:
@@ -232,22 +239,29 @@ class SearchIndex:
         """
         if self.labels is None:
             raise ValueError("calibrate_threshold needs an index with labels.")
-        query_labels = _plain_keys(query_labels, len(queries), "query_labels")
-        result = self.search(queries, top_k=1)
-        top1 = [row[0] for row in result.labels]  # type: ignore[union-attr]
-        is_correct = torch.tensor([a == b for a, b in zip(top1, query_labels)], dtype=torch.bool)  # type: ignore
-        return calibrate_threshold(result.distances[:, 0], is_correct, max_false_match_rate)
+        return threshold_of_top1(self.search(queries, top_k=1), query_labels, max_false_match_rate)
 
     # ------------------------------------------------------------------------------------------- persistence
-    def save(self, path: TPath) -> None:
+    def save(self, path: TPath, prepared: bool = True) -> None:
         """Save to one file with ``torch.save`` (tensors, strings and numbers only: ``load`` uses weights_only).
 
         The file is written atomically (``oml.utils.io.atomic_write``) and its parts carry CRC-32 checksums,
         which ``load`` verifies.
+
+        Args:
+            path: the file.
+            prepared: also store the exact backend's gallery operand (``PreparedGallery``: the one of the last
+                search, else the float32 one, built now), so that the first search after ``load`` does not rebuild
+                it. It makes the file about twice as large (``G x (D + 2)`` values more); loading it is several
+                times faster than rebuilding it (see docs/retrieval.md).
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        content: Dict[str, Any] = {
+        write_index_file(path, self.content(prepared=prepared))
+
+    def content(self, prepared: bool = True) -> Dict[str, Any]:
+        """What ``save`` writes: a dict of tensors, strings and numbers (see ``write_index_file``)."""
+        if prepared:
+            self.backend.prepare(self.embeddings)
+        return {
             "format": INDEX_FORMAT,
             "embeddings": self.embeddings,
             "ids": self.ids,
@@ -255,10 +269,8 @@ class SearchIndex:
             "backend": self.backend_name,
             "backend_params": dict(self.backend.params),
             "backend_state": self.backend.serialize(),
+            "prepared": self.backend.prepared_parts(self.embeddings) if prepared else None,
         }
-        # through a file object, so the archive inside is named "archive" and not after the temporary file
-        with atomic_write(path) as tmp, open(tmp, "wb") as f:
-            torch.save(content, f)
 
     @classmethod
     def load(cls, path: TPath) -> "SearchIndex":
@@ -272,26 +284,72 @@ class SearchIndex:
             oml.utils.io.FileFormatError: if the file is empty, truncated, corrupted, of another kind, or another
                 ``torch.save`` file (e.g. model weights); the message names the file and says what it holds.
         """
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"There is no search index file at {path}.")
-        expected = f"a search index saved by SearchIndex.save ({INDEX_FORMAT})"
-        path = check_torch_file(path, expected=expected)
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as e:
-            raise FileFormatError(
-                f"{path} cannot be read by torch.load ({type(e).__name__}: {e}); expected {expected}."
-            ) from e
-        if not isinstance(content, dict) or content.get("format") != INDEX_FORMAT:
-            raise FileFormatError(f"{path} holds {describe_torch_object(content)}, not {expected}.")
+        return cls.from_content(read_index_file(path), path)
+
+    @classmethod
+    def from_content(cls, content: Dict[str, Any], path: TPath) -> "SearchIndex":
+        """The index of a dict read by ``read_index_file`` from ``path`` (named in the errors)."""
         index = cls.__new__(cls)
         index.embeddings = check_embeddings(content["embeddings"], "embeddings")
+        if len(index.embeddings) == 0:
+            raise FileFormatError(f"{path} holds an empty gallery (0 embeddings).")
         index.ids = _plain_keys(content["ids"], len(index.embeddings), "ids")  # type: ignore[assignment]
         index.labels = _plain_keys(content["labels"], len(index.embeddings), "labels")
         index.backend_name = content["backend"]
         index.backend = get_backend(content["backend"], **content["backend_params"])
-        index.backend.deserialize(content["backend_state"], index.embeddings)
+        parts = _check_prepared_parts(content.get("prepared"), index.embeddings, path)
+        index.backend.deserialize(content["backend_state"], index.embeddings, parts)
         return index
+
+
+def threshold_of_top1(result: SearchResult, query_labels: Sequence[Any], max_false_match_rate: float) -> float:
+    """The "no match" threshold of ``calibrate_threshold`` from the top-1 ``result`` of labelled queries."""
+    query_labels = _plain_keys(query_labels, len(result), "query_labels")  # type: ignore[assignment]
+    top1 = [row[0] for row in result.labels]  # type: ignore[union-attr]
+    is_correct = torch.tensor([a == b for a, b in zip(top1, query_labels)], dtype=torch.bool)
+    return calibrate_threshold(result.distances[:, 0], is_correct, max_false_match_rate)
+
+
+def _check_prepared_parts(parts: Any, embeddings: Tensor, path: TPath) -> Optional[Dict[str, Tensor]]:
+    """The saved gallery operand parts (None in files without them), checked against the saved embeddings."""
+    if parts is None:
+        return None
+    n, dim = embeddings.shape
+    expected = {"center": (dim,), "gallery_aug": (n, dim + 2), "sq_norms": (n,)}
+    items = parts.items() if isinstance(parts, dict) else ()
+    shapes = {name: tuple(value.shape) for name, value in items if isinstance(value, Tensor)}
+    if shapes != expected or parts["sq_norms"].dtype != torch.float64 or not parts["center"].is_floating_point():
+        raise FileFormatError(
+            f"{path} holds a prepared gallery operand of shapes {shapes}, but its embeddings are {(n, dim)} "
+            f"(expected {expected}): the file is inconsistent; save the index again."
+        )
+    return parts
+
+
+def write_index_file(path: TPath, content: Dict[str, Any]) -> None:
+    """Write an index's ``content`` with ``torch.save``, atomically (``oml.utils.io.atomic_write``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # through a file object, so the archive inside is named "archive" and not after the temporary file
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        torch.save(content, f)
+
+
+def read_index_file(path: TPath) -> Dict[str, Any]:
+    """The content of an index file written by ``write_index_file``, after verifying its checksums and format."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"There is no search index file at {path}.")
+    expected = f"a search index saved by SearchIndex.save ({INDEX_FORMAT})"
+    path = check_torch_file(path, expected=expected)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as e:
+        raise FileFormatError(
+            f"{path} cannot be read by torch.load ({type(e).__name__}: {e}); expected {expected}."
+        ) from e
+    if not isinstance(content, dict) or content.get("format") != INDEX_FORMAT:
+        raise FileFormatError(f"{path} holds {describe_torch_object(content)}, not {expected}.")
+    return content
 
 
 __all__ = ["SearchIndex", "SearchResult"]
