@@ -37,7 +37,7 @@ def knn_vote(
     if torch.isnan(distances).any() or (neighbour_labels[valid] < 0).any():
         raise ValueError("distances must not be NaN and the labels of the neighbours must be codes >= 0.")
     n_queries = len(distances)
-    if distances.shape[1] == 0:
+    if distances.shape[1] == 0 or n_queries == 0:
         return torch.full((n_queries,), -1, dtype=torch.long), torch.zeros(n_queries)
     codes = torch.where(valid, neighbour_labels.long(), torch.zeros_like(neighbour_labels, dtype=torch.long))
     if weighting == "distance":

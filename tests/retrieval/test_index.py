@@ -180,6 +180,8 @@ def test_knn_vote_against_a_loop(weighting: str) -> None:
     assert torch.allclose(confidence, torch.tensor(expected_c), atol=1e-6)
     with pytest.raises(ValueError, match="weighting"):
         knn_vote(distances, labels, weighting="softmax")
+    no_queries = knn_vote(torch.zeros(0, 6), torch.zeros(0, 6, dtype=torch.long), weighting=weighting)
+    assert no_queries[0].shape == (0,) and no_queries[1].shape == (0,)  # it used to fail on max() of nothing
 
 
 def test_classify_by_retrieval() -> None:
