@@ -27,11 +27,14 @@ def _check(result: SearchResult, query_paths: Sequence[TPath], query_labels: Opt
         raise ValueError(f"Got {len(query_labels)} query labels for {len(result)} queries in the result.")
 
 
-def _gallery_paths(result: SearchResult, gallery_paths: Optional[Sequence[TPath]]) -> Sequence[Any]:
-    paths = gallery_paths if gallery_paths is not None else result.index.ids
-    if len(paths) != len(result.index):
-        raise ValueError(f"Got {len(paths)} gallery paths for an index of {len(result.index)} items.")
-    return paths
+def _result_paths(result: SearchResult, gallery_paths: Optional[Sequence[TPath]]) -> List[List[Any]]:
+    """The image of every result (None where there is no match): from ``gallery_paths`` or the results' ids
+    (which a ``ShardedSearchIndex`` gathers with its results)."""
+    if gallery_paths is None:
+        return result.ids
+    if len(gallery_paths) != len(result.index):
+        raise ValueError(f"Got {len(gallery_paths)} gallery paths for an index of {len(result.index)} items.")
+    return [[gallery_paths[i] if i >= 0 else None for i in row] for row in result.indices.tolist()]
 
 
 def plot_search_results(
@@ -53,17 +56,19 @@ def plot_search_results(
     Save it with ``fig.savefig("results.png")``.
     """
     _check(result, query_paths, query_labels)
-    if result.index.labels is None:
+    labels = result.labels
+    if labels is None:
         raise ValueError("plot_search_results marks correct results by labels: the index has none.")
-    paths = _gallery_paths(result, gallery_paths)
+    paths = _result_paths(result, gallery_paths)
     n_instances = result.indices.shape[1] if n_instances is None else n_instances
-    labels = result.index.labels
     retrieved = []
-    for row, query_label in zip(range(len(result)), query_labels):
+    for row, query_label in enumerate(query_labels):
         items = []
-        for i, d in zip(result.indices[row].tolist(), result.distances[row].tolist()):
+        for i, d, path, label in zip(
+            result.indices[row].tolist(), result.distances[row].tolist(), paths[row], labels[row]
+        ):
             if i >= 0:
-                items.append((paths[i], None, labels[i] == query_label, d))
+                items.append((path, None, label == query_label, d))
         retrieved.append(items)
     queries = [(p, None) for p in query_paths]
     return plot_retrieval_rows(queries, retrieved, [[] for _ in queries], n_instances=n_instances, n_gt=0)
@@ -131,19 +136,20 @@ def search_results_to_html(
     "no match" results (after ``apply_threshold``) are shown as an empty cell.
     """
     _check(result, query_paths, query_labels)
-    paths = _gallery_paths(result, gallery_paths)
-    labels = result.index.labels if query_labels is not None else None
+    paths = _result_paths(result, gallery_paths)
+    labels = result.labels
     rows: List[THtmlRow] = []
     for row, query_path in enumerate(query_paths):
         query_label = query_labels[row] if query_labels is not None else None
         results: List[Tuple[Optional[TPath], str, str]] = []
-        for i, d in zip(result.indices[row].tolist(), result.distances[row].tolist()):
+        for column, (i, d) in enumerate(zip(result.indices[row].tolist(), result.distances[row].tolist())):
             if i < 0:
                 results.append((None, GRAY, "no match"))
                 continue
-            color = GRAY if labels is None else (GREEN if labels[i] == query_label else RED)
-            extra = "" if result.index.labels is None else f" ({result.index.labels[i]})"
-            results.append((paths[i], color, f"{d:.3f}{extra}"))
+            label = None if labels is None else labels[row][column]
+            color = GRAY if labels is None or query_labels is None else (GREEN if label == query_label else RED)
+            extra = "" if labels is None else f" ({label})"
+            results.append((paths[row][column], color, f"{d:.3f}{extra}"))
         rows.append((query_path, "query" if query_label is None else f"query ({query_label})", results))
     return rows_to_html(rows, thumbnail_size, title)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from oml.retrieval.index import SearchIndex
+from oml.retrieval.index import SearchIndex, SearchResult
 from oml.retrieval.visualization import plot_search_results, save_search_results_html, search_results_to_html
 
 
@@ -51,6 +51,23 @@ def test_html(setup, tmp_path: Path) -> None:
     assert "#999999" in unlabelled and "no match" in unlabelled and "#d62828" not in unlabelled
     out = save_search_results_html(result, query_paths, tmp_path / "viewer" / "results.html")
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_results_of_an_index_without_the_ids(setup) -> None:
+    """A ShardedSearchIndex holds only its shard: its results carry the ids and labels they return."""
+    index, result, query_paths, query_labels = setup
+
+    class ShardLike:  # holds no ids or labels, like one shard of a ShardedSearchIndex
+        def __len__(self) -> int:
+            return len(index)
+
+    returned = {i for row in result.indices.tolist() for i in row}
+    keys = ({i: index.ids[i] for i in returned}, {i: index.labels[i] for i in returned})
+    carried = SearchResult(result.distances, result.indices, ShardLike(), keys=keys)
+    assert search_results_to_html(carried, query_paths, query_labels) == search_results_to_html(
+        result, query_paths, query_labels
+    )
+    assert plot_search_results(carried, query_paths, query_labels) is not None
 
 
 def test_html_of_evaluation_results(setup) -> None:
