@@ -13,7 +13,10 @@ map@5. Every measurement runs in its own subprocess, so that its peak RSS is its
   ours are computed from exact distances (``tests/`` check equality against an exact dense oracle).
 
 Usage: ``python benchmarks/bench_metrics.py [--sizes 10000 50000 200000] [--repeats 2] [--dense-max 20000]
-[--markdown]`` (``--markdown``: also print the table in markdown, with the date, the command and the CPU).
+[--threads T] [--markdown]`` (``--markdown``: also print the table in markdown, with the date, the command and the
+CPU). The cost of the ranking metrics is also shown in CPU time (``time.process_time`` of the computation): on a
+shared, oversubscribed machine wall-clock times vary by 2x from run to run, CPU time much less, in particular
+with ``--threads 1`` (torch's intra-op threads; default: torch's own choice).
 The RSS includes the interpreter with torch imported (about 0.5 GB for a CUDA build of torch), shown as "import".
 """
 
@@ -69,15 +72,21 @@ def run_ours(n: int, ranking: bool = True) -> Dict[str, Any]:
     for embeddings, labels in _batches(n):
         flags = torch.ones(len(labels), dtype=torch.bool)
         metric.update_data({"embeddings": embeddings, "labels": labels, "is_query": flags, "is_gallery": flags})
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     metrics = metric.compute_metrics()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     values = {
         f"{name}@{k}" if isinstance(d, dict) else name: round(float(v), 6)
         for name, d in metrics["OVERALL"].items()
         for k, v in (d.items() if isinstance(d, dict) else [(None, d)])
     }
-    return {"seconds": seconds, "peak_rss_mb": _peak_rss_mb(), "import_rss_mb": import_rss, "metrics": values}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "peak_rss_mb": _peak_rss_mb(),
+        "import_rss_mb": import_rss,
+        "metrics": values,
+    }
 
 
 def run_ours_plain(n: int) -> Dict[str, Any]:
@@ -132,18 +141,26 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000, 200_000])
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs of ours and of the GEMM per size")
     parser.add_argument("--dense-max", type=int, default=20_000, help="largest N for the dense baseline")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads in every measurement")
     parser.add_argument("--markdown", action="store_true", help="also print a markdown table (for the docs)")
     parser.add_argument("--worker", choices=["ours", "ours_plain", "gemm", "dense"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        os.environ["BENCH_THREADS"] = str(args.threads)  # inherited by the workers
     if args.worker:
+        if os.environ.get("BENCH_THREADS"):
+            import torch
+
+            torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
         workers = {"ours": run_ours, "ours_plain": run_ours_plain, "gemm": run_gemm, "dense": run_dense}
         print(json.dumps(workers[args.worker](args.n)))
         return
 
     print(f"torch threads: {os.cpu_count()} cpus; load average at start: {os.getloadavg()}")
     header = (
-        f"{'N':>8} | {'ours s':>8} | {'no MAP@R s':>10} | {'+ranking':>8} | {'GEMM s':>8} | {'ours/GEMM':>9} | "
+        f"{'N':>8} | {'ours s':>8} | {'no MAP@R s':>10} | {'+ranking':>8} | {'+rank CPU':>9} | {'GEMM s':>8} | "
+        f"{'ours/GEMM':>9} | "
         f"{'dense s':>8} | {'ours RSS MB':>11} | {'no MAP@R MB':>11} | {'import MB':>9} | {'dense RSS MB':>12} | "
         "max |ours - dense|"
     )
@@ -160,6 +177,7 @@ def main() -> None:
             print(f"{n:>8} | failed: {errors[0]}")
             continue
         seconds = {mode: statistics.median(r["seconds"] for r in results) for mode, results in runs.items()}
+        cpu = {mode: statistics.median(r["cpu_seconds"] for r in runs[mode]) for mode in ("ours", "ours_plain")}
         rss = {mode: max(r["peak_rss_mb"] for r in results) for mode, results in runs.items()}
         ours = runs["ours"]
         dense_s, dense_rss, equal = "-", "-", "-"
@@ -177,6 +195,9 @@ def main() -> None:
             "ours": seconds["ours"],
             "plain": seconds["ours_plain"],
             "ranking": seconds["ours"] / seconds["ours_plain"] - 1,
+            "cpu": cpu["ours"],
+            "plain_cpu": cpu["ours_plain"],
+            "ranking_cpu": cpu["ours"] / cpu["ours_plain"] - 1,
             "gemm": seconds["gemm"],
             "ratio": seconds["ours"] / seconds["gemm"],
             "dense": dense_s,
@@ -188,12 +209,14 @@ def main() -> None:
         }
         rows.append(row)
         print(
-            f"{n:>8} | {row['ours']:>8.2f} | {row['plain']:>10.2f} | {row['ranking']:>+8.0%} | {row['gemm']:>8.2f} | "
+            f"{n:>8} | {row['ours']:>8.2f} | {row['plain']:>10.2f} | {row['ranking']:>+8.0%} | "
+            f"{row['ranking_cpu']:>+9.0%} | {row['gemm']:>8.2f} | "
             f"{row['ratio']:>9.2f} | {dense_s:>8} | {row['rss']:>11.0f} | {row['plain_rss']:>11.0f} | "
             f"{row['import']:>9.0f} | {dense_rss:>12} | {equal}"
         )
         runs_s = {mode: [round(r["seconds"], 2) for r in results] for mode, results in runs.items()}
-        print(f"{'':>8}   runs: {runs_s}; metrics {ours[0]['metrics']}", flush=True)
+        cpu_s = {mode: [round(r["cpu_seconds"], 2) for r in runs[mode]] for mode in cpu}
+        print(f"{'':>8}   runs: {runs_s}; CPU: {cpu_s}; metrics {ours[0]['metrics']}", flush=True)
     if args.markdown:
         print_markdown(rows)
 
@@ -211,13 +234,15 @@ def print_markdown(rows: List[Dict[str, Any]]) -> None:
         f"{os.cpu_count()} CPUs (flags: {flags}):\n"
     )
     print(
-        "| N | ours (s) | without MAP@R, R-precision, MRR (s) | cost of those | bare GEMM N x N (s) | ours / GEMM "
-        "| dense OML-style (s) | ours peak RSS (MB) | without them (MB) | dense peak RSS |"
+        "| N | ours (s) | without MAP@R, R-precision, MRR (s) | cost of those | ours CPU (s) | without them CPU (s) "
+        "| cost of those (CPU) | bare GEMM N x N (s) | ours / GEMM | dense OML-style (s) | ours peak RSS (MB) "
+        "| without them (MB) | dense peak RSS |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r['n']:,} | {r['ours']:.2f} | {r['plain']:.2f} | {r['ranking']:+.0%} | {r['gemm']:.2f} | "
+            f"| {r['n']:,} | {r['ours']:.2f} | {r['plain']:.2f} | {r['ranking']:+.0%} | {r['cpu']:.2f} | "
+            f"{r['plain_cpu']:.2f} | {r['ranking_cpu']:+.0%} | {r['gemm']:.2f} | "
             f"{r['ratio']:.2f} | {r['dense']} | {r['rss']:.0f} | {r['plain_rss']:.0f} | {r['dense_rss']} |"
         )
 

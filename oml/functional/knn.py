@@ -21,6 +21,16 @@ above this threshold: then all those items are candidates and the exact top-k of
 top-k overall. A query that fails the check (near-ties around its k-th neighbour, e.g. duplicates) is searched
 again with four times more candidates, finally against the whole gallery. Hence the result equals a dense
 brute-force oracle bit for bit, with ties broken by the smaller gallery index.
+
+**Ranking without distances** (``n_exact_distances < k``). The same argument orders two items without their
+exact distances: if ``a_j - a_i > slack`` (``slack = 2 delta`` plus the rounding margin) then ``i`` comes
+before ``j`` in the exact order (its rounded distance is strictly smaller, so the index plays no part). Sort a
+query's candidates by GEMM value and cut the list wherever two neighbours are more than ``slack`` apart: every
+item before a cut precedes every item after it (the values in between only grow), items outside the candidates
+included (their GEMM values are at least the largest kept one). So the exact order is the order of these
+groups, and inside each group the order of the exact distances. Exact distances are needed only for the items
+of groups of several items that start within the top k (and only for those at most ``t + slack``, the others
+cannot be in the top k), and for the first ``n_exact_distances`` columns; a lone item's place needs none.
 """
 
 import os
@@ -48,14 +58,14 @@ MIN_SUB_BLOCK = 4
 
 
 def sub_block_size(kk: int, tile_width: int) -> int:
-    """Sub-blocks small enough that a tile row has at least 8 kk of them (so that the bound from their minima
-    is tight and few of them pass it), at most ``SUB_BLOCK``: a power of two.
+    """Sub-blocks small enough that a tile row has at least 2 kk of them (so that the ``kk``-th smallest of their
+    minima bounds the first tile's candidates tightly), at most ``SUB_BLOCK``: a power of two.
 
     >>> sub_block_size(13, 4096), sub_block_size(61, 4096), sub_block_size(500, 4096)
-    (32, 8, 4)
+    (32, 32, 4)
     """
     sub = SUB_BLOCK
-    while sub > MIN_SUB_BLOCK and tile_width // sub < 8 * kk:
+    while sub > MIN_SUB_BLOCK and tile_width // sub < 2 * kk:
         sub //= 2
     return sub
 
@@ -178,7 +188,7 @@ def _screening_certifies(dists: "QueryGalleryDistances", k: int, kk: int) -> boo
     rows = torch.linspace(0, dists.n_queries - 1, n_probe, device=dists.device).round().long().unique()
     values, cols = _scan(dists, rows, kk, max(1, len(rows)), min(dists.n_galleries, MAX_TILE_WIDTH))
     with _one_thread():
-        _, _, certified = _finalize(dists, rows, values, cols, k)
+        _, _, certified = _finalize(dists, rows, values, cols, k, n_exact=0)
     return float(certified.float().mean()) >= PROBE_MIN_CERTIFIED
 
 
@@ -513,14 +523,16 @@ class _Candidates:
     """The ``kk`` best (smallest GEMM value) candidates of every query seen so far, updated tile by tile.
 
     For a tile row, a bound ``tau`` such that at least ``kk`` elements of the row (kept or in the tile) are
-    ``<= tau`` is known without sorting: the query's current ``kk``-th best value, or the largest of the minima
-    of ``kk`` disjoint groups of the row's sub-blocks. Only the elements ``<= tau`` can enter the top ``kk``;
-    they are found through the sub-block minima (one cheap pass over the tile) and merged by one vectorised
-    sort of (query, value) keys. No per-row ``topk`` is needed.
+    ``<= tau`` is known without sorting the row: the query's current ``kk``-th best value or (while a query has
+    fewer than ``kk`` finite candidates: its first tile) the ``kk``-th smallest minimum of fine sub-blocks. Only
+    the elements ``<= tau`` can enter the top ``kk``; they are found through the sub-block minima (one cheap
+    pass over the tile). The kept values of a query stay sorted, so the new ones are merged into them by rank
+    (``searchsorted``) without sorting the kept ones again: after the first tiles only a few new candidates per
+    query pass ``tau``.
     """
 
-    def __init__(self, n: int, kk: int, like: Tensor, sub: int = SUB_BLOCK):
-        self.kk, self.sub = kk, sub
+    def __init__(self, n: int, kk: int, like: Tensor, sub: int = SUB_BLOCK, column_sub: Optional[int] = None):
+        self.kk, self.sub, self.column_sub = kk, sub, column_sub or sub
         self.values = torch.full((n, kk), float("inf"), dtype=like.dtype, device=like.device)
         self.cols = torch.full((n, kk), -1, dtype=torch.long, device=like.device)
 
@@ -530,16 +542,12 @@ class _Candidates:
         ``block_mins`` is ``[r, w // sub]`` (minima of the full sub-blocks) or None to consider every element.
         """
         n_rows, width = view.shape
-        tau = self.values[row_start : row_start + n_rows].amax(dim=1)
+        tau = _first_tile_bound(view, self.values[row_start : row_start + n_rows, -1], self.kk)
         if block_mins is None:
             r, c = (view <= tau[:, None]).nonzero(as_tuple=True)
             self._merge(r + row_start, c + col_start, view[r, c])
             return
         sub, n_blocks = self.sub, block_mins.shape[1]
-        group = n_blocks // self.kk
-        if group:
-            group_mins = block_mins[:, : group * self.kk].view(n_rows, self.kk, group).amin(dim=2)
-            tau = torch.minimum(tau, group_mins.amax(dim=1))
         r, b = (block_mins <= tau[:, None]).nonzero(as_tuple=True)
         if view.is_contiguous() and width == n_blocks * sub:  # whole sub-blocks are rows of a 2D view
             values = view.view(n_rows * n_blocks, sub).index_select(0, r * n_blocks + b)
@@ -564,16 +572,14 @@ class _Candidates:
         candidates from their diagonal tile).
         """
         height, n_queries = tile.shape
-        sub, n_blocks = self.sub, tile.shape[0] // self.sub
-        tau = self.values[query_start : query_start + n_queries].amax(dim=1)
+        sub = self.column_sub
+        n_blocks = tile.shape[0] // sub
+        tau = _first_tile_bound(tile.T, self.values[query_start : query_start + n_queries, -1], self.kk)
         if block_mins is None:
             g, q = (tile <= tau[None, :]).nonzero(as_tuple=True)
             self._merge(q + query_start, g + gallery_start, tile[g, q])
             return
         blocks = tile[: n_blocks * sub].view(n_blocks, sub, n_queries)
-        group = n_blocks // self.kk
-        group_mins = block_mins[: group * self.kk].view(self.kk, group, n_queries).amin(dim=1)
-        tau = torch.minimum(tau, group_mins.amax(dim=0))
         b, q = (block_mins <= tau[None, :]).nonzero(as_tuple=True)
         values = blocks[b, :, q]  # [P, sub]
         i, j = (values <= tau[q][:, None]).nonzero(as_tuple=True)
@@ -586,20 +592,81 @@ class _Candidates:
         self._merge(queries + query_start, galleries + gallery_start, values)
 
     def _merge(self, rows: Tensor, cols: Tensor, values: Tensor) -> None:
-        """Merge the candidates ``(rows[p], cols[p], values[p])`` into the kept ones (one sort for all rows)."""
+        """Merge the candidates ``(rows[p], cols[p], values[p])`` into the kept ones.
+
+        The new candidates are sorted by (query, value) and laid out as a ``[touched, width]`` table; a new
+        value's rank in the merged row is its position plus the number of kept values at or below it, a kept
+        value's rank its position plus the number of new values below it (ties: kept first). The ranks of a row
+        are a permutation, and those below ``kk`` are written back: the kept rows stay sorted. A very uneven
+        spread of new candidates over the queries (the table would be large) is merged by one sort instead.
+        """
         if not len(rows):
             return
         kk = self.kk
-        touched = torch.unique(rows)
+        values = values.to(self.values.dtype)
+        order = torch.argsort((rows << 32) | (float_order_keys(values) + 2**31))
+        rows, cols, values = rows[order], cols[order], values[order]
+        touched, counts = torch.unique_consecutive(rows, return_counts=True)
+        width = int(counts.max())
+        if len(touched) * width > 4 * len(rows) + len(touched) * kk:
+            self._merge_by_sort(touched, rows, cols, values)
+            return
+        n_touched, device = len(touched), rows.device
+        slot = torch.arange(n_touched, device=device).repeat_interleave(counts)
+        position = torch.arange(len(rows), device=device) - (torch.cumsum(counts, 0) - counts)[slot]
+        new_values = torch.full((n_touched, width), float("inf"), dtype=values.dtype, device=device)
+        new_cols = torch.full((n_touched, width), -1, dtype=torch.long, device=device)
+        new_values[slot, position], new_cols[slot, position] = values, cols
+        # all queries of a range touched (the usual case): views instead of gathers and scatters
+        first = int(touched[0])
+        span = slice(first, first + n_touched) if int(touched[-1]) - first + 1 == n_touched else touched
+        kept_values, kept_cols = self.values[span], self.cols[span]
+        # a new value's insertion point p = number of kept values at or below it; kept value i has the new
+        # values with p <= i below it
+        inserted = torch.searchsorted(kept_values, new_values, right=True)
+        below = torch.zeros(n_touched, kk + 1, dtype=torch.long, device=device)
+        below.scatter_add_(1, inserted, torch.ones_like(inserted)).cumsum_(dim=1)
+        kept_rank = below[:, :kk] + torch.arange(kk, device=device)
+        new_rank = inserted + torch.arange(width, device=device)
+        merged_values = torch.empty(n_touched, kk + width, dtype=values.dtype, device=device)
+        merged_cols = torch.empty(n_touched, kk + width, dtype=torch.long, device=device)
+        merged_values.scatter_(1, kept_rank, kept_values).scatter_(1, new_rank, new_values)
+        merged_cols.scatter_(1, kept_rank, kept_cols).scatter_(1, new_rank, new_cols)
+        self.values[span], self.cols[span] = merged_values[:, :kk], merged_cols[:, :kk]
+
+    def _merge_by_sort(self, touched: Tensor, rows: Tensor, cols: Tensor, values: Tensor) -> None:
+        """``_merge`` by one sort of (query, value) keys over the kept and the new candidates of ``touched``."""
+        kk = self.kk
         rows = torch.cat([touched.repeat_interleave(kk), rows])
         cols = torch.cat([self.cols[touched].flatten(), cols])
-        values = torch.cat([self.values[touched].flatten(), values.to(self.values.dtype)])
+        values = torch.cat([self.values[touched].flatten(), values])
         order = torch.argsort((rows << 32) | (float_order_keys(values) + 2**31))
         rows, cols, values = rows[order], cols[order], values[order]
         rank = torch.arange(len(rows), device=rows.device) - torch.searchsorted(rows, rows)
         keep = rank < kk
         self.values[rows[keep], rank[keep]] = values[keep]
         self.cols[rows[keep], rank[keep]] = cols[keep]
+
+
+def _first_tile_bound(rows: Tensor, tau: Tensor, kk: int) -> Tensor:
+    """``tau`` (the kept ``kk``-th values, ``[r]``) sharpened by the tile ``rows`` ``[r, w]`` where it is not finite.
+
+    That is a query's first tile; there the ``kk``-th smallest minimum of fine sub-blocks (at least ``8 kk`` of
+    them when ``w`` allows) bounds ``kk`` elements of the row (one per block), and tightly. Queries with a finite
+    ``tau`` keep it: the kept ``kk``-th value is the sharper bound.
+    """
+    fresh = ~torch.isfinite(tau)
+    if not fresh.any():
+        return tau
+    sub = sub_block_size(4 * kk, rows.shape[1])
+    n_blocks = rows.shape[1] // sub
+    if n_blocks < kk:
+        return tau
+    rows = rows if bool(fresh.all()) else rows[fresh]
+    mins = rows[:, : n_blocks * sub].reshape(len(rows), n_blocks, sub).amin(dim=2)
+    tau = tau.clone()
+    tau[fresh] = torch.kthvalue(mins.float(), kk, dim=1).values.to(tau.dtype)
+    return tau
 
 
 def _row_block_mins(tile: Tensor, kk: int, sub: int = SUB_BLOCK) -> Optional[Tensor]:
@@ -674,10 +741,12 @@ def _scan_symmetric(
     With a ``shard``: the candidates of every query among the galleries of this process's tiles only.
     """
     sub = sub_block_size(kk, min(tile_size, dists.n_queries))
-    candidates = _Candidates(dists.n_queries, kk, dists.gallery_aug, sub)
+    # read by columns, a passing sub-block is a strided gather (a cache miss per element): smaller ones there
+    column_sub = sub_block_size(4 * kk, min(tile_size, dists.n_queries))
+    candidates = _Candidates(dists.n_queries, kk, dists.gallery_aug, sub, column_sub)
     for r0, c0, tile in dists.symmetric_tiles(tile_size, shard):
         row_mins = _row_block_mins(tile, kk, sub)
-        column_mins = _column_block_mins(tile, kk, sub) if c0 != r0 else None
+        column_mins = _column_block_mins(tile, kk, column_sub) if c0 != r0 else None
         with _one_thread():
             candidates.update(tile, row_mins, r0, c0)
             if c0 != r0:
@@ -686,24 +755,43 @@ def _scan_symmetric(
 
 
 def _finalize(
-    dists: QueryGalleryDistances, rows: Tensor, values: Tensor, cols: Tensor, k: int
+    dists: QueryGalleryDistances, rows: Tensor, values: Tensor, cols: Tensor, k: int, n_exact: Optional[int] = None
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Certify the candidates and select the exact top-k. Returns (distances, indices, certified) for ``rows``.
 
-    Only the candidates within the error slack of the k-th GEMM value are recomputed exactly.
+    ``values`` ``[n, kk]`` are sorted in every row (``_Candidates`` keeps them so). Only the candidates within
+    the error slack of the k-th GEMM value are recomputed exactly; with ``n_exact < k`` (default ``k``) only
+    those among them whose order is not settled by the GEMM values (gaps of at most the slack: "groups", see
+    the module docstring) or that land in the first ``n_exact`` columns, whose distances are returned exact;
+    the distances of the later columns are NaN.
     """
+    n_exact = k if n_exact is None else min(n_exact, k)
     n_galleries = dists.n_galleries
     values = values.double()
-    t = torch.topk(values, k, dim=1, largest=False).values[:, -1]
-    threshold = t + dists.candidate_slack(rows).to(values.device)
+    t = values[:, k - 1]
+    slack = dists.candidate_slack(rows).to(values.device)
+    threshold = t + slack
     all_kept = values.shape[1] >= n_galleries
-    certified = torch.isfinite(t) & ((values.max(dim=1).values > threshold) | all_kept)
+    certified = torch.isfinite(t) & ((values[:, -1] > threshold) | all_kept)
     needed = (values <= threshold[:, None]) & (cols >= 0)
+    group = None
+    if n_exact < k:
+        # a gap above the slack between neighbours in GEMM order settles their exact order
+        gap = values[:, 1:] - values[:, :-1] > slack[:, None]
+        starts = torch.cat([torch.ones_like(gap[:, :1]), gap], dim=1)  # [n, kk]: a group starts here
+        ends = torch.cat([gap, torch.ones_like(gap[:, :1])], dim=1)
+        position = torch.arange(values.shape[1], device=values.device).expand_as(values)
+        group = starts.cumsum(dim=1)
+        group_start = torch.where(starts, position, torch.zeros_like(position)).cummax(dim=1).values
+        shared = ~(starts & ends) & (group_start < k)  # in a group of several items that reaches the top k
+        needed &= shared | (position < n_exact)
     r, j = needed.nonzero(as_tuple=True)
     dist = torch.full(cols.shape, float("inf"), dtype=dists.out_dtype, device=cols.device)
     dist[r, j] = dists.exact_distances(rows[r], cols[r, j])
     cols = torch.where(cols < 0, torch.full_like(cols, n_galleries), cols)
-    out_d, out_i = sort_by_value_then_index(dist, cols, k)
+    # groups in GEMM order, (exact distance, index) inside a group (without groups: the exact order)
+    out_d, out_i = sort_by_value_then_index(dist, cols, k, group)
+    out_d[:, n_exact:] = float("nan")
     return out_d, out_i, certified
 
 
@@ -719,7 +807,7 @@ def _best_of_shards(
     parts = shard.gather((values.cpu(), cols.cpu().int()))
     values = torch.cat([part[0][start:stop] for part in parts], dim=1).to(values.device)
     cols = torch.cat([part[1][start:stop] for part in parts], dim=1).to(cols.device).long()
-    best = torch.topk(values, kk, dim=1, largest=False).indices
+    best = torch.topk(values, kk, dim=1, largest=False, sorted=True).indices  # ascending, as _finalize expects
     return values.gather(1, best), cols.gather(1, best)
 
 
@@ -749,6 +837,7 @@ def exact_knn(
     screening: Union[None, bool, str] = None,
     prepared: Optional[PreparedGallery] = None,
     shard: Optional[Shard] = None,
+    n_exact_distances: Optional[int] = None,
 ) -> KNNResult:
     """Exact ``k`` nearest galleries of every query (Euclidean), in bounded memory.
 
@@ -776,10 +865,16 @@ def exact_knn(
             upper triangle and exchange their candidates once (``[Q, k + extra]`` values and indices), so each
             computes ``1 / world_size`` of half of the distances; otherwise each searches its queries only.
             The results are those of one process bit for bit.
+        n_exact_distances: return exact distances in the first ``n_exact_distances`` columns only (default: all
+            ``k``); the later columns' distances are NaN. The indices are the same in every column either way
+            (the exact order), but fewer distances are recomputed: most of the later items are ordered by their
+            GEMM values alone (see the module docstring). For callers that need the exact ranking of many
+            neighbours and the distances of a few (MAP@R with large R, for instance).
 
     Returns:
         ``KNNResult(distances [Q, k], indices [Q, k])``, sorted by distance, ties by gallery index.
-        Distances are float32 (float64 if an input is float64) and exact (see the module docstring).
+        Distances are float32 (float64 if an input is float64) and exact (see the module docstring), NaN in the
+        columns from ``n_exact_distances`` on.
 
     >>> g = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0], [0.0, 1.0]])
     >>> exact_knn(torch.tensor([[0.0, 0.0]]), g, k=3)
@@ -794,6 +889,7 @@ def exact_knn(
     if n_galleries == 0:
         raise ValueError("k must be at most the number of galleries, but the gallery is empty.")
     k = check_int(k, "k", minimum=1, maximum=n_galleries)
+    n_exact = k if n_exact_distances is None else check_int(n_exact_distances, "n_exact_distances", minimum=0)
     if tile_size is not None and tile_size < 1:
         raise ValueError(f"tile_size must be positive, got {tile_size}.")
     width = tile_size or min(n_galleries, MAX_TILE_WIDTH)
@@ -825,7 +921,7 @@ def exact_knn(
         for r0 in range(0, len(pending), step):
             rows = pending[r0 : r0 + step]
             with _one_thread():
-                d, i, ok = _finalize(dists, rows, values[r0 : r0 + step], cols[r0 : r0 + step], k)
+                d, i, ok = _finalize(dists, rows, values[r0 : r0 + step], cols[r0 : r0 + step], k, n_exact)
             out_d[rows[ok] - start], out_i[rows[ok] - start] = d[ok], i[ok]
             failed.append(rows[~ok])
         pending = torch.cat(failed)
@@ -839,6 +935,7 @@ def exact_knn(
         kk *= 4
         if kk >= n_galleries:
             out_d[pending - start], out_i[pending - start] = _brute_force(dists, pending, k)
+            out_d[pending - start, n_exact:] = float("nan")
             break
         values, cols = _scan(dists, pending, kk, height, width)
     return KNNResult(out_d, out_i)

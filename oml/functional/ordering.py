@@ -50,19 +50,28 @@ def topk_stable(values: Tensor, k: int, chunk: int = 2**22) -> Tensor:
     return torch.cat(result) if result else torch.zeros(0, k, dtype=torch.long, device=values.device)
 
 
-def sort_by_value_then_index(values: Tensor, indices: Tensor, k: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+def sort_by_value_then_index(
+    values: Tensor, indices: Tensor, k: Optional[int] = None, groups: Optional[Tensor] = None
+) -> Tuple[Tensor, Tensor]:
     """Sort every row of ``(values, indices)`` by (value, index) and keep the first ``k`` (all by default).
 
     Negative indices mean "no item" and go after every real one with the same value (put ``inf`` values
-    there to have them last).
+    there to have them last). With ``groups`` (integers, the shape of ``values``) rows are sorted by
+    (group, value, index).
 
     >>> sort_by_value_then_index(torch.tensor([[1.0, 0.5, 1.0]]), torch.tensor([[7, 9, 2]]))
     (tensor([[0.5000, 1.0000, 1.0000]]), tensor([[9, 2, 7]]))
+    >>> groups = torch.tensor([[0, 1, 0]])
+    >>> sort_by_value_then_index(torch.tensor([[1.0, 0.5, 1.0]]), torch.tensor([[7, 9, 2]]), groups=groups)
+    (tensor([[1.0000, 1.0000, 0.5000]]), tensor([[2, 7, 9]]))
     """
     missing = torch.full_like(indices, torch.iinfo(torch.long).max)
     by_index = torch.argsort(torch.where(indices < 0, missing, indices), dim=1)
     values, indices = values.gather(1, by_index), indices.gather(1, by_index)
     order = torch.argsort(values, dim=1, stable=True)
+    if groups is not None:
+        by_group = torch.argsort(groups.gather(1, by_index).gather(1, order), dim=1, stable=True)
+        order = order.gather(1, by_group)
     if k is not None:
         order = order[:, :k]
     return values.gather(1, order), indices.gather(1, order)

@@ -359,10 +359,10 @@ class RetrievalResults:
         one_chunk = -(-n_queries // shard.world_size) * max(width, 1) <= RETRIEVAL_BUDGET
         if search is None and width and one_chunk and not shard.is_single and queries is galleries:
             # one table: the processes share the tiles of the symmetric mode (half of the distances)
-            found = exact_knn(queries, galleries, width, query_keys, gallery_keys, shard=shard)
+            found = exact_knn(queries, galleries, width, query_keys, gallery_keys, shard=shard, n_exact_distances=keep)
             search = _precomputed(found, start)
         elif search is None:
-            search = _exact_search(queries, galleries, query_keys, gallery_keys)
+            search = _exact_search(queries, galleries, query_keys, gallery_keys, n_exact_distances=keep)
         distances = torch.zeros(
             n_queries, keep, dtype=torch.float64 if queries.dtype == torch.float64 else torch.float32
         )
@@ -652,13 +652,19 @@ def _precomputed(found: Tuple[Tensor, Tensor], start: int) -> TSearch:
 
 
 def _exact_search(
-    queries: Tensor, galleries: Tensor, query_keys: Optional[Tensor], gallery_keys: Optional[Tensor]
+    queries: Tensor,
+    galleries: Tensor,
+    query_keys: Optional[Tensor],
+    gallery_keys: Optional[Tensor],
+    n_exact_distances: Optional[int] = None,
 ) -> TSearch:
+    """``n_exact_distances``: the leading columns whose distances are kept (the later ones are only ranked)."""
+
     def search(positions: Tensor, k: int) -> Tuple[Tensor, Tensor]:
         if len(positions) == len(queries):  # all queries: keeps the symmetric mode when the sets are one
-            return exact_knn(queries, galleries, k, query_keys, gallery_keys)
+            return exact_knn(queries, galleries, k, query_keys, gallery_keys, n_exact_distances=n_exact_distances)
         keys = None if query_keys is None else query_keys[positions]
-        return exact_knn(queries[positions], galleries, k, keys, gallery_keys)
+        return exact_knn(queries[positions], galleries, k, keys, gallery_keys, n_exact_distances=n_exact_distances)
 
     return search
 

@@ -281,3 +281,85 @@ def test_inference_mode_tensors_are_searched_but_never_reused_stale(prepared_gal
     assert torch.equal(result.indices, expected_i) and torch.equal(result.distances, expected_d)
     assert not prepared.fits(galleries, torch.float32, torch.float32)  # cannot tell whether it changed
     assert len(prepared_gallery_builds) == 2  # so the search prepared its own
+
+
+# ----------------------------------------------------------------------------------------- ranking without distances
+def _adversarial(case: str, n: int = 300) -> torch.Tensor:
+    torch.manual_seed(23)
+    if case == "random":
+        return torch.randn(n, 19)  # D not a multiple of 16
+    if case == "grid_ties":
+        return torch.randint(0, 3, (n, 3)).float()  # 27 distinct points: exact ties everywhere
+    if case == "duplicates":
+        return torch.cat([torch.zeros(60, 5), torch.randn(n - 60, 5)])
+    if case == "near_ties":  # clusters of unit vectors 1e-4 apart: many GEMM values within the slack
+        centres = torch.nn.functional.normalize(torch.randn(20, 37), dim=1)
+        return centres[torch.arange(n) % 20] + 1e-4 * torch.randn(n, 37)
+    if case == "large_norms":
+        return 3e4 + 1e4 * torch.randn(n, 21)
+    return 1000.0 + 0.01 * torch.randn(n, 16)  # "cancellation": a large common offset
+
+
+@pytest.mark.parametrize("case", ["random", "grid_ties", "duplicates", "near_ties", "large_norms", "cancellation"])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_n_exact_distances_ranks_like_the_oracle(case, symmetric):
+    x = _adversarial(case)
+    ids = torch.arange(len(x))
+    galleries, gallery_ids = (x, ids) if symmetric else (x.clone(), ids.clone())
+    for k, n_exact, tile_size in [(49, 5, 128), (40, 0, None), (len(x) - 1, 3, 64), (9, 9, 32)]:
+        result = exact_knn(x, galleries, k, ids, gallery_ids, tile_size=tile_size, n_exact_distances=n_exact)
+        expected_d, expected_i = dense_oracle(x, galleries, k, ids, gallery_ids)
+        assert torch.equal(result.indices, expected_i), (k, n_exact)
+        assert torch.equal(result.distances[:, :n_exact], expected_d[:, :n_exact])
+        assert result.distances[:, n_exact:].isnan().all()
+
+
+def test_n_exact_distances_recomputes_fewer_pairs(monkeypatch):
+    torch.manual_seed(24)
+    centres = torch.nn.functional.normalize(torch.randn(10, 64), dim=1)
+    x = torch.nn.functional.normalize(centres[torch.arange(600) % 10] + 0.3 * torch.randn(600, 64), dim=1)
+    ids = torch.arange(600)
+    pairs = []
+    original = QueryGalleryDistances.exact_distances
+    monkeypatch.setattr(
+        QueryGalleryDistances, "exact_distances", lambda self, r, c: pairs.append(len(r)) or original(self, r, c)
+    )
+    full = exact_knn(x, x, 59, ids, ids)
+    n_full = sum(pairs)
+    pairs.clear()
+    ranked = exact_knn(x, x, 59, ids, ids, n_exact_distances=5)
+    assert torch.equal(ranked.indices, full.indices)
+    assert torch.equal(ranked.distances[:, :5], full.distances[:, :5])
+    assert n_full >= 59 * 600 and sum(pairs) < n_full / 2  # most of the order came from the GEMM values
+
+
+def test_n_exact_distances_is_checked():
+    x = torch.randn(10, 4)
+    with pytest.raises(ValueError, match="n_exact_distances"):
+        exact_knn(x, x, 3, n_exact_distances=-1)
+    assert torch.equal(exact_knn(x, x, 3, n_exact_distances=7).distances, exact_knn(x, x, 3).distances)
+
+
+@pytest.mark.parametrize("uneven", [False, True])
+def test_candidates_keep_the_kk_smallest_values_sorted(uneven):
+    # merges by rank (searchsorted) and, for a very uneven spread over the queries, by one sort
+    torch.manual_seed(25)
+    n, kk, seen = 50, 7, []
+    candidates = knn_module._Candidates(n, kk, torch.zeros(1))
+    for step in range(6):
+        rows = torch.randint(0, n, (3 * n,))
+        if uneven and step == 3:  # one query gets most of them
+            rows = torch.cat([rows, torch.zeros(40 * n, dtype=torch.long)])
+        count = len(rows)
+        values = torch.randint(0, 30, (count,)).float()  # many ties
+        cols = torch.arange(count) + 1000 * step
+        candidates._merge(rows, cols, values)
+        seen.append((rows, cols, values))
+    rows, cols, values = (torch.cat(parts) for parts in zip(*seen))
+    for r in range(n):
+        mine = values[rows == r]
+        expected = mine.sort().values[:kk]
+        assert torch.equal(candidates.values[r, : len(expected)], expected)
+        kept = candidates.cols[r, : len(expected)]
+        lookup = dict(zip(cols[rows == r].tolist(), mine.tolist()))
+        assert [lookup[c] for c in kept.tolist()] == expected.tolist()  # each kept id carries its own value
