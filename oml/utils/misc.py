@@ -1,9 +1,10 @@
 """Small framework-agnostic helpers."""
 
 import inspect
+import math
 import os
 import random
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -150,10 +151,26 @@ def find_first_occurrences(x: Sequence[Any]) -> List[int]:
     return first
 
 
+def exact_mean(values: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
+    """The mean of non-empty ``values`` as a float32 scalar tensor, from their exact sum (``math.fsum``).
+
+    It does not depend on the order of the values nor on torch's thread count (a float32 ``mean`` sums in an
+    order that does, so its last bits changed with ``torch.set_num_threads``): one process and the processes
+    of a sharded evaluation, whatever their threads, report the same bits.
+
+    >>> exact_mean(torch.tensor([0.1, 0.2, 0.3]))
+    tensor(0.2000)
+    """
+    array = values.detach().cpu().double().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    return torch.tensor(math.fsum(array.astype(np.float64).ravel()) / array.size, dtype=torch.float32)
+
+
 def reduce_metrics(metrics_to_reduce: Dict[Any, Any]) -> Dict[Any, Any]:
     """Recursively replace every tensor and every numpy array by its mean, as OML 0.4.4 does (other values are kept).
 
-    Empty tensors and arrays are kept as they are (their mean is undefined).
+    Empty tensors and arrays are kept as they are (their mean is undefined). The means are ``exact_mean``: the
+    same bits whatever the order of the values and the number of threads (OML's float32 ``mean`` could differ
+    in the last bit).
 
     >>> reduce_metrics({"OVERALL": {"cmc": {1: torch.tensor([0.0, 1.0])}, "map": {5: np.array([0.5, 1.0])}}, "x": 2})
     {'OVERALL': {'cmc': {1: tensor(0.5000)}, 'map': {5: tensor(0.7500)}}, 'x': 2}
@@ -163,14 +180,15 @@ def reduce_metrics(metrics_to_reduce: Dict[Any, Any]) -> Dict[Any, Any]:
         if isinstance(value, Mapping):
             output[key] = reduce_metrics(dict(value))
         elif isinstance(value, (torch.Tensor, np.ndarray)):
-            tensor = torch.as_tensor(value)
-            output[key] = tensor.float().mean() if tensor.numel() else value
+            size = value.numel() if isinstance(value, torch.Tensor) else value.size
+            output[key] = exact_mean(value) if size else value
         else:
             output[key] = value
     return output
 
 
 __all__ = [
+    "exact_mean",
     "find_value_ids",
     "set_global_seed",
     "one_hot",

@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ from oml.utils.misc import (
     check_if_nonempty_positive_integers,
     compare_dicts_recursively,
     dictconfig_to_dict,
+    exact_mean,
     flatten_dict,
     reduce_metrics,
     remove_unused_kwargs,
@@ -150,3 +153,20 @@ def test_pca_matches_numpy_svd() -> None:
     assert torch.allclose(pca.inverse_transform(projected), data, atol=1e-4)
     assert pca.calc_principal_axes_number([0.0, 0.9999999]).tolist()[0] == 1
     assert PCA(torch.eye(4, 10)).calc_principal_axes_number((0.5, 1)).tolist() == [2, 5]
+
+
+def test_exact_mean_ignores_order_and_threads() -> None:
+    g = torch.Generator().manual_seed(0)
+    values = torch.cat([torch.rand(40_000, generator=g), torch.rand(40_000, generator=g) * 1e-6, torch.ones(5)])
+    exact = float(sum(Fraction(v) for v in values.double().tolist()) / len(values))
+    threads = torch.get_num_threads()
+    try:
+        means = []
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            means += [exact_mean(values), exact_mean(values.flip(0)), exact_mean(values[torch.randperm(len(values))])]
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(m, means[0]) for m in means)
+    assert means[0].dtype == torch.float32 and float(means[0]) == float(torch.tensor(exact, dtype=torch.float32))
+    assert torch.equal(exact_mean(np.array([1, 2])), torch.tensor(1.5))
