@@ -286,6 +286,19 @@ class PreparedGallery:
             self.gallery_aug[i : i + CHUNK, dim] = self.sq_norms[i : i + CHUNK].to(compute_dtype)
         self.gallery_aug[:, dim + 1] = 1
 
+    @classmethod
+    def from_parts(cls, galleries: Tensor, parts: Dict[str, Tensor]) -> "PreparedGallery":
+        """The operand of ``galleries`` restored from the ``center``, ``gallery_aug`` and ``sq_norms`` of an earlier
+        one (e.g. read from a file) instead of computed again; the caller checks that they belong to them."""
+        prepared = cls.__new__(cls)
+        prepared.source, prepared.source_version = galleries, _version_of(galleries)
+        prepared.compute_dtype, prepared.tile_dtype = parts["center"].dtype, parts["gallery_aug"].dtype
+        prepared.galleries = galleries.to(prepared.compute_dtype).contiguous()
+        device = prepared.galleries.device
+        prepared.center, prepared.gallery_aug = parts["center"].to(device), parts["gallery_aug"].to(device)
+        prepared.sq_norms = parts["sq_norms"].to(device)
+        return prepared
+
     def fits(self, galleries: Tensor, compute_dtype: torch.dtype, tile_dtype: torch.dtype) -> bool:
         """Whether it was prepared from these very galleries (unchanged since), in these dtypes."""
         version = _version_of(galleries)
@@ -963,14 +976,7 @@ def prepared_gallery_for(
         return kept
     if parts is None or parts["gallery_aug"].dtype != tile_dtype or parts["center"].dtype != compute_dtype:
         return PreparedGallery(galleries, screen_dtype, compute_dtype)
-    prepared = PreparedGallery.__new__(PreparedGallery)
-    prepared.source, prepared.source_version = galleries, _version_of(galleries)
-    prepared.compute_dtype, prepared.tile_dtype = compute_dtype, tile_dtype
-    prepared.galleries = galleries.to(compute_dtype).contiguous()
-    device = prepared.galleries.device
-    prepared.center, prepared.gallery_aug = parts["center"].to(device), parts["gallery_aug"].to(device)
-    prepared.sq_norms = parts["sq_norms"].to(device)
-    return prepared
+    return PreparedGallery.from_parts(galleries, parts)
 
 
 __all__ = [
