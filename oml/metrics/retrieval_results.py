@@ -22,6 +22,7 @@ exact, so they do not depend on how the work is split).
 """
 
 import warnings
+import zlib
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -354,6 +355,8 @@ class RetrievalResults:
         width = min(width, n_galleries)
 
         shard = shard or Shard()
+        if not shard.is_single:
+            _check_same_inputs(shard, queries, galleries, query_labels, gallery_labels)
         start, stop = shard.bounds(n_queries)
         # the same decision on every process (it may start a collective): the largest share fits in one chunk
         one_chunk = -(-n_queries // shard.world_size) * max(width, 1) <= RETRIEVAL_BUDGET
@@ -398,15 +401,7 @@ class RetrievalResults:
             share = slice(start, stop)
             parts = shard.gather(
                 (distances[share], retrieved[share], gt_tops[share], {n: v[share] for n, v in ranking.items()})
-                + ((n_queries, n_galleries),)
             )
-            sizes = [part[4] for part in parts]
-            if len(set(sizes)) > 1:
-                raise RuntimeError(
-                    f"The processes hold different data: (queries, galleries) per rank {sizes}. A sharded "
-                    f"evaluation needs the same inputs on every process (gather them first, e.g. "
-                    f"EmbeddingMetricsDDP.sync())."
-                )
             distances, retrieved, gt_tops = (torch.cat([part[i] for part in parts]) for i in range(3))
             ranking = {name: torch.cat([part[3][name] for part in parts]) for name in ranking}
         return cls(
@@ -639,6 +634,25 @@ def _relevance(
     if query_keys is not None:
         relevant &= gallery_keys[safe] != query_keys[positions][:, None]
     return relevant
+
+
+def _fingerprint(*tensors: Tensor) -> Tuple[Tuple[int, ...], int]:
+    shapes = tuple(size for t in tensors for size in t.shape)
+    crc = 0
+    for t in tensors:
+        crc = zlib.crc32(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy(), crc)
+    return shapes, crc
+
+
+def _check_same_inputs(shard: Shard, *tensors: Tensor) -> None:
+    """Every process of a sharded build must hold the same inputs (one collective: shapes and a CRC-32)."""
+    fingerprints = shard.gather(_fingerprint(*tensors))
+    if len(set(fingerprints)) > 1:
+        raise RuntimeError(
+            f"The processes hold different inputs (shapes and CRC-32 per rank: {fingerprints}). A sharded "
+            f"evaluation needs the same queries, galleries and labels on every process: gather them first "
+            f"(EmbeddingMetricsDDP.sync() does)."
+        )
 
 
 def _precomputed(found: Tuple[Tensor, Tensor], start: int) -> TSearch:

@@ -124,6 +124,8 @@ def _worker(rank: int, out_dir: str) -> None:
     one_query = RetrievalResults.from_embeddings_qg(
         **{**qg_inputs(), "query_embeddings": qg_inputs()["query_embeddings"][:1], "query_labels": [0]}, shard=shard
     )
+    with pytest.raises(RuntimeError, match="different inputs"):  # on every rank, before any search
+        RetrievalResults.from_embeddings_qg(**{**qg_inputs(), "query_labels": torch.arange(7) % 3 + rank}, shard=shard)
     torch.save(
         {
             "reduced": flatten_dict(reduced),
