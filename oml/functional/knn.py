@@ -869,9 +869,10 @@ def exact_knn(
             ``"off"``), or ``"auto"``: where the device does bfloat16 GEMMs fast (see ``screening_dtype``).
             Default: the ``OML_KNN_SCREENING`` environment variable, else ``"auto"``. The results are the
             same bit for bit either way: only the time differs.
-        prepared: a ``PreparedGallery(galleries, ...)`` kept between calls (``SearchIndex`` keeps one), so that
-            the gallery operand is not rebuilt by every search; ignored unless it was made from ``galleries`` in
-            the dtypes this search uses.
+        prepared: a ``PreparedGallery(galleries, ...)`` kept between calls (``SearchIndex`` keeps one, chosen by
+            ``prepared_gallery_for``), so that the gallery operand is not rebuilt by every search. Under
+            ``"auto"`` screening its dtype decides (screened if it is a low-precision operand); with screening
+            forced on or off it is ignored unless it was made from ``galleries`` in the dtypes forced.
         shard: split the work over the processes of a group (``oml.ddp.sharding.Shard.current()``; every process
             calls ``exact_knn`` with the same inputs): the results of the shard's share of the queries
             (``Shard.bounds(Q)``) are returned. In the symmetric mode the processes share the tiles of the
@@ -896,7 +897,16 @@ def exact_knn(
     >>> exact_knn(g, g, k=1, query_ids=ids, gallery_ids=ids).indices.flatten()  # the item itself is excluded
     tensor([2, 3, 0, 0])
     """
-    screen_dtype = screening_dtype(queries, galleries, screening)
+    compute_dtype = distance_dtype(queries, galleries)
+    if (
+        prepared is not None
+        and screening_is_auto(screening)
+        and prepared.fits(galleries, compute_dtype, prepared.tile_dtype)
+    ):
+        # whoever chose this operand (prepared_gallery_for) decided the screening: it is not decided again
+        screen_dtype = None if prepared.tile_dtype == compute_dtype else prepared.tile_dtype
+    else:
+        screen_dtype = screening_dtype(queries, galleries, screening)
     dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, screen_dtype, prepared)
     n_galleries = dists.n_galleries
     if n_galleries == 0:

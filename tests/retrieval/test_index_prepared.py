@@ -91,3 +91,24 @@ def test_an_inconsistent_operand_is_refused(tmp_path: Path) -> None:
     del content["prepared"]  # files written before the operand was stored still load
     torch.save(content, tmp_path / "old.pt")
     assert len(SearchIndex.load(tmp_path / "old.pt")) == len(galleries)
+
+
+def test_a_search_decides_the_screening_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operand is chosen (prepared_gallery_for) with the screening decision; exact_knn takes it from there."""
+    import oml.functional.knn as knn
+
+    decisions = []
+
+    def counted(*args, **kwargs):
+        decisions.append(args[0].shape)
+        return screening_dtype(*args, **kwargs)
+
+    screening_dtype = knn.screening_dtype
+    monkeypatch.setattr(knn, "screening_dtype", counted)
+    galleries, queries = data()
+    index = SearchIndex(galleries)
+    decisions.clear()
+    found = index.search(queries, 9)
+    assert len(decisions) == 1
+    expected = exact_knn(queries, galleries, 9)
+    assert torch.equal(found.indices, expected.indices) and torch.equal(found.distances, expected.distances)
