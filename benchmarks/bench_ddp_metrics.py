@@ -29,7 +29,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Dict, List
 
-DIM, N_LABELS = 384, 1000
+from bench_metrics import DIM, full_data  # the same data (this folder is on the path of a script run)
+
 ROOT = Path(__file__).resolve().parents[1]
 METRIC_KWARGS: Dict[str, Any] = {
     "cmc_top_k": (1, 5),
@@ -46,12 +47,10 @@ def _peak_rss_mb() -> float:
 
 
 def _data(n: int) -> Any:
+    """``bench_metrics.py``'s data, flagged for self-retrieval, with the dataset index DDP needs."""
     import torch
 
-    generator = torch.Generator().manual_seed(0)
-    centres = torch.nn.functional.normalize(torch.randn(N_LABELS, DIM, generator=generator), dim=1)
-    labels = torch.arange(n) % N_LABELS
-    embeddings = torch.nn.functional.normalize(centres[labels] + 0.12 * torch.randn(n, DIM, generator=generator), dim=1)
+    embeddings, labels = full_data(n)
     flags = torch.ones(n, dtype=torch.bool)
     return {"embeddings": embeddings, "labels": labels, "is_query": flags, "is_gallery": flags, "idx": torch.arange(n)}
 

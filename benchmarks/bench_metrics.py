@@ -51,7 +51,7 @@ def _batches(n: int) -> Iterator[Tuple[Any, Any]]:
         yield torch.nn.functional.normalize(embeddings, dim=1), labels
 
 
-def _full_data(n: int) -> Tuple[Any, Any]:
+def full_data(n: int) -> Tuple[Any, Any]:
     import torch
 
     embeddings, labels = zip(*_batches(n))
@@ -96,7 +96,7 @@ def run_ours_plain(n: int) -> Dict[str, Any]:
 def run_gemm(n: int) -> Dict[str, Any]:
     import torch
 
-    x, _ = _full_data(n)
+    x, _ = full_data(n)
     tile = 4096
     buffer = torch.empty(tile * tile)
     start = time.perf_counter()
@@ -114,7 +114,7 @@ def run_dense(n: int) -> Dict[str, Any]:
 
     from oml.functional.metrics import calc_retrieval_metrics_on_topk
 
-    x, labels = _full_data(n)
+    x, labels = full_data(n)
     start = time.perf_counter()
     distances = torch.cdist(x, x)
     distances.fill_diagonal_(float("inf"))

@@ -922,9 +922,12 @@ def exact_knn(
     if screen_dtype is not None and screening_is_auto(screening) and not _screening_certifies(dists, k, kk):
         dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, prepared=prepared)
     shared_tiles = dists.symmetric and shard is not None and not shard.is_single
-    if shared_tiles and not all(shard.gather(dists.tile_dtype != dists.out_dtype)):  # type: ignore[union-attr]
-        # the processes' candidates are compared with each other: one GEMM precision for all
-        dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, prepared=prepared)
+    if shared_tiles:
+        # the processes' candidates are compared with each other: one GEMM precision for all (float32 if any
+        # process does not screen; a process that does not screen has nothing to rebuild)
+        screened = shard.gather(dists.tile_dtype != dists.out_dtype)  # type: ignore[union-attr]
+        if screened[shard.rank] and not all(screened):  # type: ignore[union-attr]
+            dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, prepared=prepared)
 
     start, stop = (0, dists.n_queries) if shard is None else shard.bounds(dists.n_queries)
     out_d = torch.empty(stop - start, k, dtype=dists.out_dtype, device=dists.device)

@@ -22,7 +22,6 @@ exact, so they do not depend on how the work is split).
 """
 
 import warnings
-import zlib
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -51,6 +50,7 @@ from oml.functional.metrics import (
 from oml.metrics.plotting import plot_retrieval_rows
 from oml.utils.checks import check_bool_vector, check_embeddings, check_in_range, check_ints
 from oml.utils.labels import encode_labels
+from oml.utils.misc_torch import crc32_of_tensors
 
 RETRIEVAL_BUDGET = 2**24  # (query, neighbour) slots retrieved at once; larger jobs run in query chunks
 OVERALL = "OVERALL"
@@ -356,7 +356,10 @@ class RetrievalResults:
 
         shard = shard or Shard()
         if not shard.is_single:
-            _check_same_inputs(shard, queries, galleries, query_labels, gallery_labels)
+            sides = (
+                (queries, query_labels) if queries is galleries else (queries, galleries, query_labels, gallery_labels)
+            )
+            _check_same_inputs(shard, *sides)
         start, stop = shard.bounds(n_queries)
         # the same decision on every process (it may start a collective): the largest share fits in one chunk
         one_chunk = -(-n_queries // shard.world_size) * max(width, 1) <= RETRIEVAL_BUDGET
@@ -636,17 +639,9 @@ def _relevance(
     return relevant
 
 
-def _fingerprint(*tensors: Tensor) -> Tuple[Tuple[int, ...], int]:
-    shapes = tuple(size for t in tensors for size in t.shape)
-    crc = 0
-    for t in tensors:
-        crc = zlib.crc32(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy(), crc)
-    return shapes, crc
-
-
 def _check_same_inputs(shard: Shard, *tensors: Tensor) -> None:
     """Every process of a sharded build must hold the same inputs (one collective: shapes and a CRC-32)."""
-    fingerprints = shard.gather(_fingerprint(*tensors))
+    fingerprints = shard.gather((tuple(tuple(t.shape) for t in tensors), crc32_of_tensors(*tensors)))
     if len(set(fingerprints)) > 1:
         raise RuntimeError(
             f"The processes hold different inputs (shapes and CRC-32 per rank: {fingerprints}). A sharded "

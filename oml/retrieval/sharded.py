@@ -11,7 +11,6 @@ union of the shards' top-k. Outside DDP (or in a group of one) it is a plain ind
 
 import json
 import uuid
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
@@ -34,6 +33,7 @@ from oml.retrieval.index import (
 )
 from oml.utils.checks import check_embeddings, check_int
 from oml.utils.io import FileFormatError, write_bytes_atomic
+from oml.utils.misc_torch import crc32_of_tensors
 
 TPath = Union[str, Path]
 MANIFEST = "manifest.json"
@@ -197,7 +197,7 @@ class ShardedSearchIndex:
         def check() -> Tuple[Tuple[int, ...], int, int]:
             top_k_ = check_int(top_k, "top_k")
             checked = check_embeddings(queries, "queries", dim=self.dim, dim_owner="the index").detach().cpu()
-            return tuple(checked.shape), top_k_, zlib.crc32(checked.contiguous().view(torch.uint8).numpy())
+            return tuple(checked.shape), top_k_, crc32_of_tensors(checked)
 
         seen = _collective(check, "ShardedSearchIndex.search", self.group)
         if len(set(seen)) > 1:

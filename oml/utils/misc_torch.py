@@ -1,5 +1,6 @@
 """Torch helpers: distances, 2D indexing, normalisation, online averages, PCA."""
 
+import zlib
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -115,6 +116,19 @@ def drop_duplicates_by_ids(
     if isinstance(data, np.ndarray):
         return unique_ids.tolist(), data[positions.numpy()]
     return unique_ids.tolist(), [data[p] for p in positions.tolist()]
+
+
+def crc32_of_tensors(*tensors: Tensor) -> int:
+    """CRC-32 of the bytes of ``tensors`` (in order, copied to the CPU): a cheap fingerprint, e.g. to check that the
+    processes of a group hold the same inputs.
+
+    >>> crc32_of_tensors(torch.tensor([1.0, 2.0])) == crc32_of_tensors(torch.tensor([[1.0], [2.0]]))
+    True
+    """
+    crc = 0
+    for tensor in tensors:
+        crc = zlib.crc32(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy(), crc)
+    return crc
 
 
 def labels_to_tensor(
@@ -277,6 +291,7 @@ class PCA:
 
 
 __all__ = [
+    "crc32_of_tensors",
     "elementwise_dist",
     "pairwise_dist",
     "normalise",
