@@ -35,9 +35,9 @@ cannot be in the top k), and for the first ``n_exact_distances`` columns; a lone
 
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple, Union
+from typing import Any, ContextManager, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,7 @@ from oml.functional.distances import EXACT_BUDGET, distance_dtype, exact_sq_dist
 from oml.functional.ordering import float_order_keys, sort_by_value_then_index
 from oml.utils.checks import check_embeddings, check_int
 from oml.utils.labels import encode_labels
+from oml.utils.threads import cpu_workers, run_in_workers, torch_threads
 
 TILE_ELEMENTS = 2**24  # values in a distance tile (64 MB in float32)
 MAX_TILE_WIDTH = 2**15  # galleries in a tile: wide tiles amortise the per-row cost of the selection
@@ -70,6 +71,8 @@ def sub_block_size(kk: int, tile_width: int) -> int:
     return sub
 
 
+MIN_PARALLEL_PAIRS = 2**24  # below this many query-gallery pairs a scan runs in the calling thread only
+FINALIZE_ROWS = 4096  # queries certified at once (several chunks: the workers share them)
 CHUNK = 8192  # rows centred at once when the GEMM operands are prepared
 MAX_MASK_MULTIPLICITY = 64  # above this many galleries per exclusion key, tiles compare keys instead of a table
 
@@ -461,6 +464,18 @@ class QueryGalleryDistances:
         aug = torch.cat([q * -2, ones, q.double().square().sum(dim=1).to(q.dtype)[:, None]], dim=1)
         return aug.to(self.tile_dtype)
 
+    def gemm_tile(
+        self, query_aug: Tensor, rows: Tensor, col_start: int, width: int, buffer: Tensor, contiguous_rows: bool = False
+    ) -> Tensor:
+        """The masked GEMM squared distances ``[len(rows), <= width]`` of the queries ``rows`` (whose left operand
+        ``_query_aug(rows)`` is ``query_aug``) and the galleries from ``col_start``, written into ``buffer``."""
+        g_aug = self.gallery_aug[col_start : col_start + width]
+        tile = buffer[: len(rows) * len(g_aug)].view(len(rows), len(g_aug))
+        with _float32_accumulation(self.tile_dtype, self.device):
+            torch.mm(query_aug, g_aug.T, out=tile)
+        self.mask_tile(tile, rows, col_start, contiguous_rows=contiguous_rows)
+        return tile
+
     def tiles(self, rows: Tensor, height: int, width: int) -> Iterator[Tuple[int, Tensor, int, Tensor]]:
         """Yield ``(offset, query_rows, gallery_start, tile)`` with the GEMM squared distances (masked).
 
@@ -474,41 +489,34 @@ class QueryGalleryDistances:
             chunk = rows[r0 : r0 + height]
             q_aug = self._query_aug(chunk)
             for c0 in range(0, self.n_galleries, width):
-                g_aug = self.gallery_aug[c0 : c0 + width]
-                tile = buffer[: len(chunk) * len(g_aug)].view(len(chunk), len(g_aug))
-                with _float32_accumulation(self.tile_dtype, self.device):
-                    torch.mm(q_aug, g_aug.T, out=tile)
-                self.mask_tile(tile, chunk, c0)
-                yield r0, chunk, c0, tile
+                yield r0, chunk, c0, self.gemm_tile(q_aug, chunk, c0, width, buffer)
+
+    def symmetric_pairs(self, side: int, shard: Optional[Shard] = None) -> List[Tuple[int, int]]:
+        """Symmetric mode: the ``(row_start, col_start)`` of the square tiles of the upper triangle, diagonal first.
+
+        With a ``shard``, only every ``world_size``-th tile from the ``rank``-th (the processes share the work).
+        """
+        if not self.symmetric:
+            raise RuntimeError("symmetric tiles need queries and galleries to be the same tensor with the same ids.")
+        starts = range(0, self.n_queries, side)
+        pairs = [(r0, r0) for r0 in starts] + [(r0, c0) for r0 in starts for c0 in starts if c0 > r0]
+        return pairs if shard is None else pairs[shard.rank :: shard.world_size]
 
     def symmetric_tiles(self, tile_size: int, shard: Optional[Shard] = None) -> Iterator[Tuple[int, int, Tensor]]:
-        """Symmetric mode only: yield ``(row_start, col_start, tile)`` for the upper triangle of square tiles.
+        """Symmetric mode only: yield ``(row_start, col_start, tile)`` for the tiles of ``symmetric_pairs``.
 
         ``tile`` serves the queries ``row_start + i`` against the galleries ``col_start + j`` and, off the
         diagonal, also (read by columns) the queries ``col_start + j`` against the galleries ``row_start + i``:
-        every pair is computed once. The diagonal tiles come first. The buffer is reused. With a ``shard``, only
-        every ``world_size``-th tile from the ``rank``-th is yielded (the processes of a group share the work).
+        every pair is computed once. The buffer is reused.
         """
-        if not self.symmetric:
-            raise RuntimeError("symmetric_tiles needs queries and galleries to be the same tensor with the same ids.")
-        n = self.n_queries
-        side = max(1, min(n, tile_size))
+        side = max(1, min(self.n_queries, tile_size))
         buffer = torch.empty(side * side, dtype=self.tile_dtype, device=self.device)
-        starts = range(0, n, side)
-        pairs = [(r0, r0) for r0 in starts] + [(r0, c0) for r0 in starts for c0 in starts if c0 > r0]
-        if shard is not None:
-            pairs = pairs[shard.rank :: shard.world_size]
         q_aug, q_start = None, -1
-        for r0, c0 in pairs:
-            rows = torch.arange(r0, min(n, r0 + side), device=self.device)
+        for r0, c0 in self.symmetric_pairs(side, shard):
+            rows = torch.arange(r0, min(self.n_queries, r0 + side), device=self.device)
             if q_start != r0:
                 q_aug, q_start = self._query_aug(rows), r0
-            g_aug = self.gallery_aug[c0 : c0 + side]
-            tile = buffer[: len(rows) * len(g_aug)].view(len(rows), len(g_aug))
-            with _float32_accumulation(self.tile_dtype, self.device):
-                torch.mm(q_aug, g_aug.T, out=tile)
-            self.mask_tile(tile, rows, c0, contiguous_rows=True)
-            yield r0, c0, tile
+            yield r0, c0, self.gemm_tile(q_aug, rows, c0, side, buffer, contiguous_rows=True)
 
     # ------------------------------------------------------------------ exact values
     def exact_sq_distances(self, rows: Tensor, cols: Tensor) -> Tensor:
@@ -555,7 +563,7 @@ class _Candidates:
         ``block_mins`` is ``[r, w // sub]`` (minima of the full sub-blocks) or None to consider every element.
         """
         n_rows, width = view.shape
-        tau = _first_tile_bound(view, self.values[row_start : row_start + n_rows, -1], self.kk)
+        tau = _first_tile_bound(self.values[row_start : row_start + n_rows, -1], self.kk, block_mins, view)
         if block_mins is None:
             r, c = (view <= tau[:, None]).nonzero(as_tuple=True)
             self._merge(r + row_start, c + col_start, view[r, c])
@@ -587,7 +595,8 @@ class _Candidates:
         height, n_queries = tile.shape
         sub = self.column_sub
         n_blocks = tile.shape[0] // sub
-        tau = _first_tile_bound(tile.T, self.values[query_start : query_start + n_queries, -1], self.kk)
+        tau = self.values[query_start : query_start + n_queries, -1]
+        tau = _first_tile_bound(tau, self.kk, None if block_mins is None else block_mins.T, tile.T)
         if block_mins is None:
             g, q = (tile <= tau[None, :]).nonzero(as_tuple=True)
             self._merge(q + query_start, g + gallery_start, tile[g, q])
@@ -661,22 +670,28 @@ class _Candidates:
         self.cols[rows[keep], rank[keep]] = cols[keep]
 
 
-def _first_tile_bound(rows: Tensor, tau: Tensor, kk: int) -> Tensor:
+def _first_tile_bound(tau: Tensor, kk: int, block_mins: Optional[Tensor], rows: Tensor) -> Tensor:
     """``tau`` (the kept ``kk``-th values, ``[r]``) sharpened by the tile ``rows`` ``[r, w]`` where it is not finite.
 
-    That is a query's first tile; there the ``kk``-th smallest minimum of fine sub-blocks (at least ``8 kk`` of
-    them when ``w`` allows) bounds ``kk`` elements of the row (one per block), and tightly. Queries with a finite
-    ``tau`` keep it: the kept ``kk``-th value is the sharper bound.
+    That is a query's first tile; there the ``kk``-th smallest minimum of disjoint sub-blocks bounds ``kk``
+    elements of the row (one per block), and tightly when the blocks are small. ``block_mins`` ``[r, n_blocks]``
+    are the minima the filter uses anyway (at least ``2 kk`` blocks): their bound lets about 1.3 ``kk`` elements
+    of the first tile pass, and it costs one ``kthvalue`` of them, no pass over the tile. Without them (a
+    narrow tile) the minima of finer sub-blocks are computed. Queries with a finite ``tau`` keep it: the kept
+    ``kk``-th value is the sharper bound.
     """
     fresh = ~torch.isfinite(tau)
     if not fresh.any():
         return tau
-    sub = sub_block_size(4 * kk, rows.shape[1])
-    n_blocks = rows.shape[1] // sub
-    if n_blocks < kk:
-        return tau
-    rows = rows if bool(fresh.all()) else rows[fresh]
-    mins = rows[:, : n_blocks * sub].reshape(len(rows), n_blocks, sub).amin(dim=2)
+    if block_mins is None:
+        sub = sub_block_size(4 * kk, rows.shape[1])
+        n_blocks = rows.shape[1] // sub
+        if n_blocks < kk:
+            return tau
+        rows = rows if bool(fresh.all()) else rows[fresh]
+        mins = rows[:, : n_blocks * sub].reshape(len(rows), n_blocks, sub).amin(dim=2)
+    else:
+        mins = block_mins if bool(fresh.all()) else block_mins[fresh]
     tau = tau.clone()
     tau[fresh] = torch.kthvalue(mins.float(), kk, dim=1).values.to(tau.dtype)
     return tau
@@ -717,32 +732,52 @@ def _float32_accumulation(dtype: torch.dtype, device: torch.device) -> Iterator[
         setattr(matmul, name, before)
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the bookkeeping on one thread (restored afterwards).
+def _one_thread() -> ContextManager[None]:
+    """Run the bookkeeping of a serial scan on one thread (restored afterwards).
 
     These ops are small: intra-op parallelism gains little for them, while on an oversubscribed machine every
     parallel region can stall for a scheduler time slice (measured: a merge 16x slower on 2 busy cores).
     The GEMM and the passes over whole tiles keep all threads. NB: the thread count is process-wide.
     """
-    n_threads = torch.get_num_threads()
-    if n_threads > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if n_threads > 1:
-            torch.set_num_threads(n_threads)
+    return torch_threads(1)
+
+
+class _TileSpace:
+    """A worker's tile buffer and the left GEMM operand of the last query rows it served."""
+
+    def __init__(self, dists: QueryGalleryDistances, n_elements: int):
+        self.dists = dists
+        self.buffer = torch.empty(n_elements, dtype=dists.tile_dtype, device=dists.device)
+        self._rows_start, self._query_aug = -1, torch.empty(0)
+
+    def tile(self, rows: Tensor, rows_start: int, col_start: int, width: int, contiguous_rows: bool = False) -> Tensor:
+        if rows_start != self._rows_start:
+            self._query_aug, self._rows_start = self.dists._query_aug(rows), rows_start
+        return self.dists.gemm_tile(self._query_aug, rows, col_start, width, self.buffer, contiguous_rows)
 
 
 def _scan(dists: QueryGalleryDistances, rows: Tensor, kk: int, height: int, width: int) -> Tuple[Tensor, Tensor]:
-    """GEMM-based ``kk`` best candidates (values, gallery indices) of the queries ``rows``."""
-    sub = sub_block_size(kk, min(width, dists.n_galleries))
+    """GEMM-based ``kk`` best candidates (values, gallery indices) of the queries ``rows``.
+
+    On the CPU the tiles are spread over worker threads (``oml.utils.threads``); two tiles of the same queries
+    never run at once. The candidates do not depend on the order of the tiles (see ``_Candidates``).
+    """
+    rows = rows.to(dists.device)
+    height, width = max(1, min(height, len(rows))), max(1, min(width, dists.n_galleries))
+    sub = sub_block_size(kk, width)
     candidates = _Candidates(len(rows), kk, dists.gallery_aug, sub)
-    for r0, _, c0, tile in dists.tiles(rows, height, width):
+    tasks = [(r0, c0) for r0 in range(0, len(rows), height) for c0 in range(0, dists.n_galleries, width)]
+    n_workers = cpu_workers(len(tasks), dists.device, len(rows) * dists.n_galleries, MIN_PARALLEL_PAIRS)
+    bookkeeping = _one_thread if n_workers == 1 else nullcontext
+
+    def process(task: Tuple[int, int], space: _TileSpace) -> None:
+        r0, c0 = task
+        tile = space.tile(rows[r0 : r0 + height], r0, c0, width)
         block_mins = _row_block_mins(tile, kk, sub)
-        with _one_thread():
+        with bookkeeping():
             candidates.update(tile, block_mins, r0, c0)
+
+    run_in_workers(tasks, process, n_workers, lambda: _TileSpace(dists, height * width), lambda task: task[:1])
     return candidates.values, candidates.cols
 
 
@@ -751,19 +786,30 @@ def _scan_symmetric(
 ) -> Tuple[Tensor, Tensor]:
     """``_scan`` of all queries when queries and galleries are the same set: half of the GEMM work.
 
+    A tile updates the queries of its rows and of its columns: two tiles sharing either never run at once.
     With a ``shard``: the candidates of every query among the galleries of this process's tiles only.
     """
-    sub = sub_block_size(kk, min(tile_size, dists.n_queries))
+    n = dists.n_queries
+    side = max(1, min(n, tile_size))
+    sub = sub_block_size(kk, side)
     # read by columns, a passing sub-block is a strided gather (a cache miss per element): smaller ones there
-    column_sub = sub_block_size(4 * kk, min(tile_size, dists.n_queries))
-    candidates = _Candidates(dists.n_queries, kk, dists.gallery_aug, sub, column_sub)
-    for r0, c0, tile in dists.symmetric_tiles(tile_size, shard):
+    column_sub = sub_block_size(4 * kk, side)
+    candidates = _Candidates(n, kk, dists.gallery_aug, sub, column_sub)
+    tasks = dists.symmetric_pairs(side, shard)
+    n_workers = cpu_workers(len(tasks), dists.device, n * n / 2, MIN_PARALLEL_PAIRS)
+    bookkeeping = _one_thread if n_workers == 1 else nullcontext
+
+    def process(task: Tuple[int, int], space: _TileSpace) -> None:
+        r0, c0 = task
+        tile = space.tile(torch.arange(r0, min(n, r0 + side), device=dists.device), r0, c0, side, True)
         row_mins = _row_block_mins(tile, kk, sub)
         column_mins = _column_block_mins(tile, kk, column_sub) if c0 != r0 else None
-        with _one_thread():
+        with bookkeeping():
             candidates.update(tile, row_mins, r0, c0)
             if c0 != r0:
                 candidates.update_columns(tile, column_mins, c0, r0)
+
+    run_in_workers(tasks, process, n_workers, lambda: _TileSpace(dists, side * side), lambda task: task)
     return candidates.values, candidates.cols
 
 
@@ -806,6 +852,26 @@ def _finalize(
     out_d, out_i = sort_by_value_then_index(dist, cols, k, group)
     out_d[:, n_exact:] = float("nan")
     return out_d, out_i, certified
+
+
+def _finalize_in_chunks(
+    dists: QueryGalleryDistances, rows: Tensor, values: Tensor, cols: Tensor, k: int, n_exact: int
+) -> List[Tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """``_finalize`` of the queries ``rows`` chunk by chunk, the chunks spread over worker threads on the CPU.
+
+    Returns ``(rows, distances, indices, certified)`` per chunk, in order.
+    """
+    step = max(1, min(EXACT_BUDGET // max(1, values.shape[1]), FINALIZE_ROWS))
+    starts = range(0, len(rows), step)
+    n_workers = cpu_workers(len(starts), dists.device, values.numel(), MIN_PARALLEL_PAIRS // 64)
+    bookkeeping = _one_thread if n_workers == 1 else nullcontext
+
+    def finalize(r0: int, _: None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        chunk = slice(r0, r0 + step)
+        with bookkeeping():
+            return (rows[chunk], *_finalize(dists, rows[chunk], values[chunk], cols[chunk], k, n_exact))
+
+    return run_in_workers(starts, finalize, n_workers, lambda: None)
 
 
 def _best_of_shards(
@@ -943,11 +1009,7 @@ def exact_knn(
 
     while len(pending):
         failed = []
-        step = max(1, EXACT_BUDGET // kk)
-        for r0 in range(0, len(pending), step):
-            rows = pending[r0 : r0 + step]
-            with _one_thread():
-                d, i, ok = _finalize(dists, rows, values[r0 : r0 + step], cols[r0 : r0 + step], k, n_exact)
+        for rows, d, i, ok in _finalize_in_chunks(dists, pending, values, cols, k, n_exact):
             out_d[rows[ok] - start], out_i[rows[ok] - start] = d[ok], i[ok]
             failed.append(rows[~ok])
         pending = torch.cat(failed)

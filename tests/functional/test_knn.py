@@ -363,3 +363,32 @@ def test_candidates_keep_the_kk_smallest_values_sorted(uneven):
         kept = candidates.cols[r, : len(expected)]
         lookup = dict(zip(cols[rows == r].tolist(), mine.tolist()))
         assert [lookup[c] for c in kept.tolist()] == expected.tolist()  # each kept id carries its own value
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_worker_threads_give_the_oracle_answer(monkeypatch, symmetric):
+    # tiles on two worker threads in any order, queries certified in parallel chunks, on massive ties and
+    # near-duplicates that fail certification and are searched again (the suite runs on one thread otherwise)
+    monkeypatch.setattr(knn_module, "MIN_PARALLEL_PAIRS", 0)
+    monkeypatch.setattr(knn_module, "FINALIZE_ROWS", 64)
+    workers = []
+    run = knn_module.run_in_workers
+
+    def spying_run(items, process, n_workers, *args, **kwargs):
+        workers.append(n_workers)
+        return run(items, process, n_workers, *args, **kwargs)
+
+    monkeypatch.setattr(knn_module, "run_in_workers", spying_run)
+    torch.manual_seed(22)
+    x = torch.cat([torch.randint(0, 3, (500, 4)).float(), torch.zeros(40, 4), torch.randn(200, 4)])
+    ids = torch.arange(len(x))
+    galleries, gallery_ids = (x, ids) if symmetric else (x.clone(), ids.clone())
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert_same_as_oracle(x, galleries, 9, ids, gallery_ids, tile_size=96, extra=2)
+        assert_same_as_oracle(x, galleries, 30, ids, gallery_ids, tile_size=128, n_exact_distances=30)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert workers and set(workers) == {2}
