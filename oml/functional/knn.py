@@ -814,7 +814,13 @@ def _scan_symmetric(
 
 
 def _finalize(
-    dists: QueryGalleryDistances, rows: Tensor, values: Tensor, cols: Tensor, k: int, n_exact: Optional[int] = None
+    dists: QueryGalleryDistances,
+    rows: Tensor,
+    values: Tensor,
+    cols: Tensor,
+    k: int,
+    n_exact: Optional[int] = None,
+    relevance: Optional[Tuple[Tensor, Tensor]] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Certify the candidates and select the exact top-k. Returns (distances, indices, certified) for ``rows``.
 
@@ -822,7 +828,8 @@ def _finalize(
     the error slack of the k-th GEMM value are recomputed exactly; with ``n_exact < k`` (default ``k``) only
     those among them whose order is not settled by the GEMM values (gaps of at most the slack: "groups", see
     the module docstring) or that land in the first ``n_exact`` columns, whose distances are returned exact;
-    the distances of the later columns are NaN.
+    the distances of the later columns are NaN. With ``relevance`` (``exact_knn``'s argument) a group that
+    starts after the first ``n_exact`` columns is ordered exactly only if it mixes relevant and irrelevant items.
     """
     n_exact = k if n_exact is None else min(n_exact, k)
     n_galleries = dists.n_galleries
@@ -843,6 +850,8 @@ def _finalize(
         group = starts.cumsum(dim=1)
         group_start = torch.where(starts, position, torch.zeros_like(position)).cummax(dim=1).values
         shared = ~(starts & ends) & (group_start < k)  # in a group of several items that reaches the top k
+        if relevance is not None:
+            shared &= (group_start < n_exact) | _mixed_groups(group, _relevant(relevance, rows, cols))
         needed &= shared | (position < n_exact)
     r, j = needed.nonzero(as_tuple=True)
     dist = torch.full(cols.shape, float("inf"), dtype=dists.out_dtype, device=cols.device)
@@ -854,8 +863,31 @@ def _finalize(
     return out_d, out_i, certified
 
 
+def _relevant(relevance: Tuple[Tensor, Tensor], rows: Tensor, cols: Tensor) -> Tensor:
+    """``[n, kk]``: gallery ``cols[i, j]`` has the label of query ``rows[i]`` (False for the ``-1`` padding)."""
+    query_labels, gallery_labels = relevance
+    same = gallery_labels[cols.clamp_min(0)] == query_labels[rows][:, None]
+    return same & (cols >= 0)
+
+
+def _mixed_groups(group: Tensor, relevant: Tensor) -> Tensor:
+    """``[n, kk]``: the item's group (``group``: ids from 1, ascending in a row) holds relevant and irrelevant items."""
+    n, width = group.shape
+    ids = (group + torch.arange(n, device=group.device)[:, None] * (width + 1)).flatten()
+    n_relevant = torch.zeros(n * (width + 1), dtype=torch.long, device=group.device)
+    n_relevant.scatter_add_(0, ids, relevant.flatten().long())
+    size = torch.bincount(ids, minlength=n * (width + 1))
+    return ((n_relevant[ids] > 0) & (n_relevant[ids] < size[ids])).view(n, width)
+
+
 def _finalize_in_chunks(
-    dists: QueryGalleryDistances, rows: Tensor, values: Tensor, cols: Tensor, k: int, n_exact: int
+    dists: QueryGalleryDistances,
+    rows: Tensor,
+    values: Tensor,
+    cols: Tensor,
+    k: int,
+    n_exact: int,
+    relevance: Optional[Tuple[Tensor, Tensor]] = None,
 ) -> List[Tuple[Tensor, Tensor, Tensor, Tensor]]:
     """``_finalize`` of the queries ``rows`` chunk by chunk, the chunks spread over worker threads on the CPU.
 
@@ -869,7 +901,7 @@ def _finalize_in_chunks(
     def finalize(r0: int, _: None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         chunk = slice(r0, r0 + step)
         with bookkeeping():
-            return (rows[chunk], *_finalize(dists, rows[chunk], values[chunk], cols[chunk], k, n_exact))
+            return (rows[chunk], *_finalize(dists, rows[chunk], values[chunk], cols[chunk], k, n_exact, relevance))
 
     return run_in_workers(starts, finalize, n_workers, lambda: None)
 
@@ -917,6 +949,7 @@ def exact_knn(
     prepared: Optional[PreparedGallery] = None,
     shard: Optional[Shard] = None,
     n_exact_distances: Optional[int] = None,
+    relevance: Optional[Tuple[Tensor, Tensor]] = None,
 ) -> KNNResult:
     """Exact ``k`` nearest galleries of every query (Euclidean), in bounded memory.
 
@@ -950,6 +983,12 @@ def exact_knn(
             (the exact order), but fewer distances are recomputed: most of the later items are ordered by their
             GEMM values alone (see the module docstring). For callers that need the exact ranking of many
             neighbours and the distances of a few (MAP@R with large R, for instance).
+        relevance: ``(query_labels [Q], gallery_labels [G])`` for callers that need, after the first
+            ``n_exact_distances`` columns, only which items are relevant (the query's label): there, items that
+            the GEMM values cannot order (within its error of each other) are ordered exactly only if some are
+            relevant and some not; otherwise they come by gallery index, and no exact distance is computed for
+            them. The relevance of every column (hence MAP@R, R-precision, MRR, CMC, precision) is that of the
+            exact order; the indices of such a column may be another item of the same relevance.
 
     Returns:
         ``KNNResult(distances [Q, k], indices [Q, k])``, sorted by distance, ties by gallery index.
@@ -978,6 +1017,13 @@ def exact_knn(
     if n_galleries == 0:
         raise ValueError("k must be at most the number of galleries, but the gallery is empty.")
     k = check_int(k, "k", minimum=1, maximum=n_galleries)
+    if relevance is not None:
+        if len(relevance) != 2 or len(relevance[0]) != dists.n_queries or len(relevance[1]) != n_galleries:
+            raise ValueError(
+                f"relevance must be (query_labels [{dists.n_queries}], gallery_labels [{n_galleries}]), got "
+                f"lengths {[len(labels) for labels in relevance]}."
+            )
+        relevance = (relevance[0].to(dists.device), relevance[1].to(dists.device))
     n_exact = k if n_exact_distances is None else check_int(n_exact_distances, "n_exact_distances", minimum=0)
     if tile_size is not None and tile_size < 1:
         raise ValueError(f"tile_size must be positive, got {tile_size}.")
@@ -1009,7 +1055,7 @@ def exact_knn(
 
     while len(pending):
         failed = []
-        for rows, d, i, ok in _finalize_in_chunks(dists, pending, values, cols, k, n_exact):
+        for rows, d, i, ok in _finalize_in_chunks(dists, pending, values, cols, k, n_exact, relevance):
             out_d[rows[ok] - start], out_i[rows[ok] - start] = d[ok], i[ok]
             failed.append(rows[~ok])
         pending = torch.cat(failed)

@@ -363,12 +363,23 @@ class RetrievalResults:
         start, stop = shard.bounds(n_queries)
         # the same decision on every process (it may start a collective): the largest share fits in one chunk
         one_chunk = -(-n_queries // shard.world_size) * max(width, 1) <= RETRIEVAL_BUDGET
+        # without a re-ranker only the relevance of the columns after the kept ones matters (see exact_knn)
+        relevance = (query_labels, gallery_labels) if rerank is None else None
         if search is None and width and one_chunk and not shard.is_single and queries is galleries:
             # one table: the processes share the tiles of the symmetric mode (half of the distances)
-            found = exact_knn(queries, galleries, width, query_keys, gallery_keys, shard=shard, n_exact_distances=keep)
+            found = exact_knn(
+                queries,
+                galleries,
+                width,
+                query_keys,
+                gallery_keys,
+                shard=shard,
+                n_exact_distances=keep,
+                relevance=relevance,
+            )
             search = _precomputed(found, start)
         elif search is None:
-            search = _exact_search(queries, galleries, query_keys, gallery_keys, n_exact_distances=keep)
+            search = _exact_search(queries, galleries, query_keys, gallery_keys, keep, relevance)
         distances = torch.zeros(
             n_queries, keep, dtype=torch.float64 if queries.dtype == torch.float64 else torch.float32
         )
@@ -665,15 +676,20 @@ def _exact_search(
     galleries: Tensor,
     query_keys: Optional[Tensor],
     gallery_keys: Optional[Tensor],
-    n_exact_distances: Optional[int] = None,
+    n_exact: Optional[int] = None,
+    relevance: Optional[Tuple[Tensor, Tensor]] = None,
 ) -> TSearch:
-    """``n_exact_distances``: the leading columns whose distances are kept (the later ones are only ranked)."""
+    """``n_exact``: the leading columns whose distances are kept (the later ones are only ranked);
+    ``relevance``: ``(query_labels, gallery_labels)`` when the later columns matter only by relevance."""
 
     def search(positions: Tensor, k: int) -> Tuple[Tensor, Tensor]:
         if len(positions) == len(queries):  # all queries: keeps the symmetric mode when the sets are one
-            return exact_knn(queries, galleries, k, query_keys, gallery_keys, n_exact_distances=n_exact_distances)
-        keys = None if query_keys is None else query_keys[positions]
-        return exact_knn(queries[positions], galleries, k, keys, gallery_keys, n_exact_distances=n_exact_distances)
+            subset, keys, labels = queries, query_keys, relevance
+        else:
+            subset, keys = queries[positions], None if query_keys is None else query_keys[positions]
+            labels = None if relevance is None else (relevance[0][positions], relevance[1])
+        found = exact_knn(subset, galleries, k, keys, gallery_keys, relevance=labels, n_exact_distances=n_exact)
+        return found.distances, found.indices
 
     return search
 

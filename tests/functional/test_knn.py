@@ -333,6 +333,53 @@ def test_n_exact_distances_recomputes_fewer_pairs(monkeypatch):
     assert n_full >= 59 * 600 and sum(pairs) < n_full / 2  # most of the order came from the GEMM values
 
 
+@pytest.mark.parametrize("case", ["grid_ties", "duplicates", "near_ties", "random"])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_relevance_keeps_the_relevance_of_every_column(case, symmetric):
+    x = _adversarial(case)
+    ids = torch.arange(len(x))
+    labels = torch.arange(len(x)) % 7
+    galleries, gallery_ids = (x, ids) if symmetric else (x.clone(), ids.clone())
+    for k, n_exact, tile_size in [(49, 5, 128), (40, 0, None), (len(x) - 1, 3, 64)]:
+        result = exact_knn(
+            x,
+            galleries,
+            k,
+            ids,
+            gallery_ids,
+            tile_size=tile_size,
+            n_exact_distances=n_exact,
+            relevance=(labels, labels),
+        )
+        expected_d, expected_i = dense_oracle(x, galleries, k, ids, gallery_ids)
+        assert torch.equal(labels[result.indices] == labels[:, None], labels[expected_i] == labels[:, None])
+        assert torch.equal(result.indices[:, :n_exact], expected_i[:, :n_exact])
+        assert torch.equal(result.distances[:, :n_exact], expected_d[:, :n_exact])
+        assert torch.equal(result.indices.sort(dim=1).values, expected_i.sort(dim=1).values) or k < len(x) - 1
+
+
+def test_relevance_skips_the_exact_order_of_items_alike(monkeypatch):
+    x = _adversarial("near_ties")  # clusters of near-equal points: large groups the GEMM cannot order
+    ids = torch.arange(len(x))
+    labels = torch.arange(len(x)) % 20  # a cluster is one label: its groups are all relevant
+    pairs = []
+    original = QueryGalleryDistances.exact_distances
+    monkeypatch.setattr(
+        QueryGalleryDistances, "exact_distances", lambda self, r, c: pairs.append(len(r)) or original(self, r, c)
+    )
+    ranked = exact_knn(x, x, 30, ids, ids, n_exact_distances=2)
+    n_ranked = sum(pairs)
+    pairs.clear()
+    by_relevance = exact_knn(x, x, 30, ids, ids, n_exact_distances=2, relevance=(labels, labels))
+    assert torch.equal(labels[by_relevance.indices], labels[ranked.indices])
+    assert torch.equal(by_relevance.indices[:, :2], ranked.indices[:, :2])
+    assert not torch.equal(by_relevance.indices, ranked.indices)  # the order inside a group is not the exact one
+    # a query's own cluster starts in the exact columns (ordered exactly); the next cluster's group is skipped
+    assert sum(pairs) < 0.7 * n_ranked
+    with pytest.raises(ValueError, match="relevance must be"):
+        exact_knn(x, x, 3, relevance=(labels[:5], labels))
+
+
 def test_n_exact_distances_is_checked():
     x = torch.randn(10, 4)
     with pytest.raises(ValueError, match="n_exact_distances"):
