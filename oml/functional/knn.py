@@ -3,7 +3,8 @@
 This is the engine behind ``EmbeddingMetrics``: the query x gallery distance matrix is never built.
 Squared distances are computed tile by tile with one GEMM per tile, ``|q - g|^2 = |q|^2 + |g|^2 - 2 q.g``
 (on data centred at the galleries' mean; the squared norms ride inside the GEMM as two extra columns), and
-only ``kk = k + extra`` candidates per query are kept. Memory is ``O(tile + Q x kk)``. When every sample is
+only ``kk = k + extra`` candidates per query are kept. Memory is ``O(tiles + Q x kk)``, a tile per worker thread
+(on the CPU the tiles are spread over up to 4 threads, see ``_scan``). When every sample is
 both a query and a gallery item, only the upper triangle of tiles is computed (half of the GEMM work) and
 each tile serves its rows and, read by columns, its columns.
 
@@ -767,7 +768,10 @@ def _scan(dists: QueryGalleryDistances, rows: Tensor, kk: int, height: int, widt
     sub = sub_block_size(kk, width)
     candidates = _Candidates(len(rows), kk, dists.gallery_aug, sub)
     tasks = [(r0, c0) for r0 in range(0, len(rows), height) for c0 in range(0, dists.n_galleries, width)]
-    n_workers = cpu_workers(len(tasks), dists.device, len(rows) * dists.n_galleries, MIN_PARALLEL_PAIRS)
+    # tiles of one row block cannot run at once: a few queries against a large gallery (one row block) keep
+    # the calling thread, where the GEMM has all threads
+    n_row_blocks = -(-len(rows) // height)
+    n_workers = cpu_workers(n_row_blocks, dists.device, len(rows) * dists.n_galleries, MIN_PARALLEL_PAIRS)
     bookkeeping = _one_thread if n_workers == 1 else nullcontext
 
     def process(task: Tuple[int, int], space: _TileSpace) -> None:
@@ -963,7 +967,8 @@ def exact_knn(
         gallery_ids: ``[G]`` sample ids of the galleries (required with ``query_ids``).
         extra: candidates kept beyond ``k`` for the exactness check (default ``max(8, k // 4)``).
         tile_size: square tiles of this size instead of the default tiling (``2^24`` values per tile, up to
-            ``2^15`` galleries wide; ``4096 x 4096`` in the symmetric mode). Memory is about one tile.
+            ``2^15`` galleries wide; ``4096 x 4096`` in the symmetric mode). Memory is about one tile per worker
+            thread (on the CPU, one per torch thread, at most 4; 64 MB each by default).
         screening: screen the candidates with a bfloat16 GEMM (``True`` / ``"on"``), never (``False`` /
             ``"off"``), or ``"auto"``: where the device does bfloat16 GEMMs fast (see ``screening_dtype``).
             Default: the ``OML_KNN_SCREENING`` environment variable, else ``"auto"``. The results are the

@@ -439,3 +439,25 @@ def test_worker_threads_give_the_oracle_answer(monkeypatch, symmetric):
     finally:
         torch.set_num_threads(before)
     assert workers and set(workers) == {2}
+
+
+def test_one_row_block_keeps_the_calling_thread(monkeypatch):
+    # a few queries against many galleries: its tiles all update the same queries, so threads could not share
+    # them; the scan stays in the calling thread (where the GEMM has every torch thread)
+    monkeypatch.setattr(knn_module, "MIN_PARALLEL_PAIRS", 0)
+    workers = []
+    run = knn_module.run_in_workers
+    monkeypatch.setattr(
+        knn_module,
+        "run_in_workers",
+        lambda items, process, n, *a, **kw: workers.append(n) or run(items, process, n, *a, **kw),
+    )
+    torch.manual_seed(26)
+    queries, galleries = torch.randn(3, 8), torch.randn(500, 8)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert_same_as_oracle(queries, galleries, 4, tile_size=50)
+    finally:
+        torch.set_num_threads(before)
+    assert workers[0] == 1  # the scan
