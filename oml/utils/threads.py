@@ -51,10 +51,10 @@ def cpu_workers(n_items: int, device: torch.device, work: float = float("inf"), 
 class ExclusiveQueue(Generic[TItem]):
     """Hands out items in their order, skipping those that share a resource with an item being processed.
 
-    >>> queue = ExclusiveQueue([(0, 1), (1, 2), (2, 3)], resources=lambda item: item)
-    >>> first = queue.take(); second = queue.take()  # (1, 2) shares 1 with (0, 1): (2, 3) comes next
+    >>> queue = ExclusiveQueue([(0, 1), (1, 2), (3, 4)], resources=lambda item: item)
+    >>> first = queue.take(); second = queue.take()  # (1, 2) shares 1 with (0, 1): (3, 4) comes next
     >>> first, second
-    ((0, 1), (2, 3))
+    ((0, 1), (3, 4))
     >>> queue.done(first); queue.take()
     (1, 2)
     """
