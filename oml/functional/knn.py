@@ -191,7 +191,7 @@ def _screening_certifies(dists: "QueryGalleryDistances", k: int, kk: int) -> boo
     n_probe = min(dists.n_queries, PROBE_QUERIES)
     rows = torch.linspace(0, dists.n_queries - 1, n_probe, device=dists.device).round().long().unique()
     values, cols = _scan(dists, rows, kk, max(1, len(rows)), min(dists.n_galleries, MAX_TILE_WIDTH))
-    with _one_thread():
+    with _bookkeeping(1):
         _, _, certified = _finalize(dists, rows, values, cols, k, n_exact=0)
     return float(certified.float().mean()) >= PROBE_MIN_CERTIFIED
 
@@ -485,12 +485,11 @@ class QueryGalleryDistances:
         """
         rows = rows.to(self.device)
         height, width = max(1, min(height, len(rows))), max(1, min(width, self.n_galleries))
-        buffer = torch.empty(height * width, dtype=self.tile_dtype, device=self.device)
+        space = _TileSpace(self, height * width)
         for r0 in range(0, len(rows), height):
             chunk = rows[r0 : r0 + height]
-            q_aug = self._query_aug(chunk)
             for c0 in range(0, self.n_galleries, width):
-                yield r0, chunk, c0, self.gemm_tile(q_aug, chunk, c0, width, buffer)
+                yield r0, chunk, c0, space.tile(chunk, r0, c0, width)
 
     def symmetric_pairs(self, side: int, shard: Optional[Shard] = None) -> List[Tuple[int, int]]:
         """Symmetric mode: the ``(row_start, col_start)`` of the square tiles of the upper triangle, diagonal first.
@@ -511,13 +510,10 @@ class QueryGalleryDistances:
         every pair is computed once. The buffer is reused.
         """
         side = max(1, min(self.n_queries, tile_size))
-        buffer = torch.empty(side * side, dtype=self.tile_dtype, device=self.device)
-        q_aug, q_start = None, -1
+        space = _TileSpace(self, side * side)
         for r0, c0 in self.symmetric_pairs(side, shard):
             rows = torch.arange(r0, min(self.n_queries, r0 + side), device=self.device)
-            if q_start != r0:
-                q_aug, q_start = self._query_aug(rows), r0
-            yield r0, c0, self.gemm_tile(q_aug, rows, c0, side, buffer, contiguous_rows=True)
+            yield r0, c0, space.tile(rows, r0, c0, side, contiguous_rows=True)
 
     # ------------------------------------------------------------------ exact values
     def exact_sq_distances(self, rows: Tensor, cols: Tensor) -> Tensor:
@@ -733,14 +729,16 @@ def _float32_accumulation(dtype: torch.dtype, device: torch.device) -> Iterator[
         setattr(matmul, name, before)
 
 
-def _one_thread() -> ContextManager[None]:
-    """Run the bookkeeping of a serial scan on one thread (restored afterwards).
+def _bookkeeping(n_workers: int) -> ContextManager[None]:
+    """The thread setting of the small ops after a GEMM (selection, merges, certification): one thread.
 
     These ops are small: intra-op parallelism gains little for them, while on an oversubscribed machine every
     parallel region can stall for a scheduler time slice (measured: a merge 16x slower on 2 busy cores).
-    The GEMM and the passes over whole tiles keep all threads. NB: the thread count is process-wide.
+    In the calling thread (``n_workers == 1``) the count is set to one and restored afterwards (the GEMM and
+    the passes over whole tiles keep all threads; NB: the count is process-wide); on worker threads
+    (``run_in_workers``) every op already runs on one thread.
     """
-    return torch_threads(1)
+    return torch_threads(1) if n_workers == 1 else nullcontext()
 
 
 class _TileSpace:
@@ -772,13 +770,12 @@ def _scan(dists: QueryGalleryDistances, rows: Tensor, kk: int, height: int, widt
     # the calling thread, where the GEMM has all threads
     n_row_blocks = -(-len(rows) // height)
     n_workers = cpu_workers(n_row_blocks, dists.device, len(rows) * dists.n_galleries, MIN_PARALLEL_PAIRS)
-    bookkeeping = _one_thread if n_workers == 1 else nullcontext
 
     def process(task: Tuple[int, int], space: _TileSpace) -> None:
         r0, c0 = task
         tile = space.tile(rows[r0 : r0 + height], r0, c0, width)
         block_mins = _row_block_mins(tile, kk, sub)
-        with bookkeeping():
+        with _bookkeeping(n_workers):
             candidates.update(tile, block_mins, r0, c0)
 
     run_in_workers(tasks, process, n_workers, lambda: _TileSpace(dists, height * width), lambda task: task[:1])
@@ -801,14 +798,13 @@ def _scan_symmetric(
     candidates = _Candidates(n, kk, dists.gallery_aug, sub, column_sub)
     tasks = dists.symmetric_pairs(side, shard)
     n_workers = cpu_workers(len(tasks), dists.device, n * n / 2, MIN_PARALLEL_PAIRS)
-    bookkeeping = _one_thread if n_workers == 1 else nullcontext
 
     def process(task: Tuple[int, int], space: _TileSpace) -> None:
         r0, c0 = task
         tile = space.tile(torch.arange(r0, min(n, r0 + side), device=dists.device), r0, c0, side, True)
         row_mins = _row_block_mins(tile, kk, sub)
         column_mins = _column_block_mins(tile, kk, column_sub) if c0 != r0 else None
-        with bookkeeping():
+        with _bookkeeping(n_workers):
             candidates.update(tile, row_mins, r0, c0)
             if c0 != r0:
                 candidates.update_columns(tile, column_mins, c0, r0)
@@ -900,11 +896,10 @@ def _finalize_in_chunks(
     step = max(1, min(EXACT_BUDGET // max(1, values.shape[1]), FINALIZE_ROWS))
     starts = range(0, len(rows), step)
     n_workers = cpu_workers(len(starts), dists.device, values.numel(), MIN_PARALLEL_PAIRS // 64)
-    bookkeeping = _one_thread if n_workers == 1 else nullcontext
 
     def finalize(r0: int, _: None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         chunk = slice(r0, r0 + step)
-        with bookkeeping():
+        with _bookkeeping(n_workers):
             return (rows[chunk], *_finalize(dists, rows[chunk], values[chunk], cols[chunk], k, n_exact, relevance))
 
     return run_in_workers(starts, finalize, n_workers, lambda: None)
