@@ -261,16 +261,15 @@ class SearchIndex:
         """What ``save`` writes: a dict of tensors, strings and numbers (see ``write_index_file``)."""
         if prepared:
             self.backend.prepare(self.embeddings)
-        return {
-            "format": INDEX_FORMAT,
-            "embeddings": self.embeddings,
-            "ids": self.ids,
-            "labels": self.labels,
-            "backend": self.backend_name,
-            "backend_params": dict(self.backend.params),
-            "backend_state": self.backend.serialize(),
-            "prepared": self.backend.prepared_parts(self.embeddings) if prepared else None,
-        }
+        return index_content(
+            self.embeddings,
+            self.ids,
+            self.labels,
+            self.backend_name,
+            dict(self.backend.params),
+            self.backend.serialize(),
+            self.backend.prepared_parts(self.embeddings) if prepared else None,
+        )
 
     @classmethod
     def load(cls, path: TPath) -> "SearchIndex":
@@ -324,6 +323,28 @@ def _check_prepared_parts(parts: Any, embeddings: Tensor, path: TPath) -> Option
             f"(expected {expected}): the file is inconsistent; save the index again."
         )
     return parts
+
+
+def index_content(
+    embeddings: Tensor,
+    ids: List[TKey],
+    labels: Optional[List[TKey]],
+    backend: str,
+    backend_params: Dict[str, Any],
+    backend_state: Optional[Tensor] = None,
+    prepared: Optional[Dict[str, Tensor]] = None,
+) -> Dict[str, Any]:
+    """The dict an index file holds (``INDEX_FORMAT``), written by ``write_index_file``, read by ``from_content``."""
+    return {
+        "format": INDEX_FORMAT,
+        "embeddings": embeddings,
+        "ids": ids,
+        "labels": labels,
+        "backend": backend,
+        "backend_params": backend_params,
+        "backend_state": backend_state,
+        "prepared": prepared,
+    }
 
 
 def write_index_file(path: TPath, content: Dict[str, Any]) -> None:

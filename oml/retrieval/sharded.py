@@ -22,11 +22,11 @@ from oml.ddp.utils import all_gather_objects, broadcast_object, is_ddp
 from oml.functional.ordering import sort_by_value_then_index
 from oml.retrieval.decision import knn_vote
 from oml.retrieval.index import (
-    INDEX_FORMAT,
     SearchIndex,
     SearchResult,
     TKey,
     _plain_keys,
+    index_content,
     read_index_file,
     threshold_of_top1,
     write_index_file,
@@ -269,16 +269,7 @@ class ShardedSearchIndex:
             if self.shard is not None:
                 content = self.shard.content(prepared=prepared)
             else:  # the format of SearchIndex.save with no rows (SearchIndex.load refuses it: an empty gallery)
-                content = {
-                    "format": INDEX_FORMAT,
-                    "embeddings": self.embeddings,
-                    "ids": [],
-                    "labels": [] if self.has_labels else None,
-                    "backend": self.backend_name,
-                    "backend_params": {},
-                    "backend_state": None,
-                    "prepared": None,
-                }
+                content = index_content(self.embeddings, [], [] if self.has_labels else None, self.backend_name, {})
             content["shard"] = {"rank": self.rank, "world_size": self.world_size, "save_id": save_id}
             write_index_file(folder / name, content)
 
