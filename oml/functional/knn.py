@@ -34,6 +34,7 @@ of groups of several items that start within the top k (and only for those at mo
 cannot be in the top k), and for the first ``n_exact_distances`` columns; a lone item's place needs none.
 """
 
+import math
 import os
 import time
 from contextlib import contextmanager, nullcontext
@@ -50,6 +51,7 @@ from oml.functional.distances import EXACT_BUDGET, distance_dtype, exact_sq_dist
 from oml.functional.ordering import float_order_keys, sort_by_value_then_index
 from oml.utils.checks import check_embeddings, check_int
 from oml.utils.labels import encode_labels
+from oml.utils.misc_torch import sparse_nonzero
 from oml.utils.threads import cpu_workers, run_in_workers, torch_threads
 
 TILE_ELEMENTS = 2**24  # values in a distance tile (64 MB in float32)
@@ -70,6 +72,42 @@ def sub_block_size(kk: int, tile_width: int) -> int:
     while sub > MIN_SUB_BLOCK and tile_width // sub < 2 * kk:
         sub //= 2
     return sub
+
+
+GUESS_FAILURES = 1e-3  # the chance, for any query, that its first-tile guess is too tight (see first_tile_rank)
+SCAN_SEED = 0  # the random order of the symmetric scan (a fixed seed: the same order in every process)
+
+
+def first_tile_rank(kk: int, width: int, n_galleries: int, failures: Optional[float] = None) -> int:
+    """The rank ``r <= kk`` of the first-tile guess of a query's ``kk``-th smallest GEMM value, in a random scan order.
+
+    When the galleries of a tile of ``width`` columns are a uniformly random subset of the ``n_galleries`` (the
+    symmetric scan runs in a random order), the number of a query's ``kk - 1`` best galleries that fall into
+    the tile is hypergeometric, dominated in the upper tail by ``Binomial(kk - 1, width / n_galleries)``. If the
+    tile holds fewer than ``r`` of them, its ``r``-th smallest value (or any larger value, such as the ``r``-th
+    smallest sub-block minimum) has at least ``kk`` galleries at or below it: it bounds the ``kk``-th value.
+    ``r`` is the smallest rank for which the opposite happens with probability at most ``failures`` (default:
+    ``GUESS_FAILURES``); such a query is found by the certification and searched again. ``r = kk`` (a proven
+    bound) when the tile holds every gallery.
+
+    >>> first_tile_rank(61, 4096, 50_000), first_tile_rank(13, 4096, 50_000), first_tile_rank(13, 100, 100)
+    (13, 6, 13)
+    """
+    failures = GUESS_FAILURES if failures is None else failures
+    f, m = min(1.0, width / max(1, n_galleries)), kk - 1
+    if f >= 1.0 or m <= 0:
+        return kk
+    tail = 0.0  # P(Binomial(m, f) >= r), accumulated from r = m down
+    for r in range(m, 0, -1):
+        tail += math.comb(m, r) * f**r * (1 - f) ** (m - r)
+        if tail > failures:
+            return min(kk, r + 1)
+    return 1
+
+
+def random_scan_order(n: int) -> Tensor:
+    """The seeded random permutation of ``n`` positions in which the symmetric scan visits the samples."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(SCAN_SEED))
 
 
 MIN_PARALLEL_PAIRS = 2**24  # below this many query-gallery pairs a scan runs in the calling thread only
@@ -257,6 +295,9 @@ class PreparedGallery:
         galleries: ``[G, D]`` finite embeddings.
         screen_dtype: the low-precision dtype of a screening GEMM, or None (the gallery's own precision).
         compute_dtype: float32 or float64 (default: float64 for float64 galleries, else float32).
+        order: optional permutation of the galleries: row ``i`` of the operand (and of ``sq_norms``) is then
+            gallery ``order[i]`` (the random scan order of ``QueryGalleryDistances``); such an operand is not
+            reused by other searches.
     """
 
     def __init__(
@@ -264,6 +305,7 @@ class PreparedGallery:
         galleries: Tensor,
         screen_dtype: Optional[torch.dtype] = None,
         compute_dtype: Optional[torch.dtype] = None,
+        order: Optional[Tensor] = None,
     ):
         compute_dtype = compute_dtype or distance_dtype(galleries)
         if screen_dtype is not None and compute_dtype != torch.float32:
@@ -276,6 +318,7 @@ class PreparedGallery:
         self.galleries = galleries.to(compute_dtype).contiguous()
         n, dim = self.galleries.shape
         device = self.galleries.device
+        self.order = None if order is None else order.to(device)
         if n:
             self.center = self.galleries.mean(dim=0, dtype=torch.float64).to(compute_dtype)
         else:
@@ -284,7 +327,8 @@ class PreparedGallery:
         self.gallery_aug = torch.empty(n, dim + 2, dtype=self.tile_dtype, device=device)
         self.sq_norms = torch.empty(n, dtype=torch.float64, device=device)
         for i in range(0, n, CHUNK):
-            centred = self.galleries[i : i + CHUNK] - self.center
+            rows = self.galleries[i : i + CHUNK] if self.order is None else self.galleries[self.order[i : i + CHUNK]]
+            centred = rows - self.center
             self.sq_norms[i : i + CHUNK] = centred.double().square().sum(dim=1)
             self.gallery_aug[i : i + CHUNK, :dim] = centred
             self.gallery_aug[i : i + CHUNK, dim] = self.sq_norms[i : i + CHUNK].to(compute_dtype)
@@ -295,7 +339,7 @@ class PreparedGallery:
         """The operand of ``galleries`` restored from the ``center``, ``gallery_aug`` and ``sq_norms`` of an earlier
         one (e.g. read from a file) instead of computed again; the caller checks that they belong to them."""
         prepared = cls.__new__(cls)
-        prepared.source, prepared.source_version = galleries, _version_of(galleries)
+        prepared.source, prepared.source_version, prepared.order = galleries, _version_of(galleries), None
         prepared.compute_dtype, prepared.tile_dtype = parts["center"].dtype, parts["gallery_aug"].dtype
         prepared.galleries = galleries.to(prepared.compute_dtype).contiguous()
         device = prepared.galleries.device
@@ -307,7 +351,7 @@ class PreparedGallery:
         """Whether it was prepared from these very galleries (unchanged since), in these dtypes."""
         version = _version_of(galleries)
         same = galleries is self.source and version is not None and version == self.source_version
-        return same and (compute_dtype, tile_dtype) == (self.compute_dtype, self.tile_dtype)
+        return same and self.order is None and (compute_dtype, tile_dtype) == (self.compute_dtype, self.tile_dtype)
 
 
 class QueryGalleryDistances:
@@ -326,6 +370,12 @@ class QueryGalleryDistances:
             in that dtype and ``error_bound`` covers the rounding of the operands and of the results (see the
             module docstring). The exact recomputation is unchanged.
         prepared: the ``PreparedGallery`` of ``galleries`` from an earlier search (used when it fits).
+        random_order: in the symmetric mode (ignored otherwise), the tiles visit the samples in the order
+            ``random_scan_order`` (each
+            tile then holds a uniformly random subset of them, which lets ``exact_knn`` guess a query's bound from
+            its first tile). The tile methods (``tiles``, ``symmetric_tiles``, ``gemm_tile``, ``mask_tile``) then
+            take and give *scan positions*: position ``i`` is sample ``scan_order[i]``; the exact methods and
+            ``error_bound`` stay indexed by sample.
     """
 
     def __init__(
@@ -336,6 +386,7 @@ class QueryGalleryDistances:
         gallery_ids: Optional[Tensor] = None,
         screen_dtype: Optional[torch.dtype] = None,
         prepared: Optional[PreparedGallery] = None,
+        random_order: bool = False,
     ):
         check_embeddings(queries, "queries")
         if galleries is not queries:
@@ -353,8 +404,16 @@ class QueryGalleryDistances:
             raise ValueError(f"Screening needs float32 embeddings, got {compute_dtype}.")
         self.tile_dtype = screen_dtype or compute_dtype
         self.queries = queries.to(compute_dtype).contiguous()
+        #: symmetric mode with ``random_order``: the sample at each scan position (else None: the identity)
+        self.scan_order: Optional[Tensor] = None
+        self._scan_position: Optional[Tensor] = None
+        if random_order and self.symmetric:
+            self.scan_order = random_scan_order(len(queries)).to(queries.device)
+            self._scan_position = torch.empty_like(self.scan_order)
+            self._scan_position[self.scan_order] = torch.arange(len(queries), device=queries.device)
         if prepared is None or self.symmetric or not prepared.fits(galleries, compute_dtype, self.tile_dtype):
-            prepared = PreparedGallery(self.queries if self.symmetric else galleries, screen_dtype, compute_dtype)
+            source = self.queries if self.symmetric else galleries
+            prepared = PreparedGallery(source, screen_dtype, compute_dtype, self.scan_order)
         #: the gallery side of the GEMM (reusable by later searches against the same gallery)
         self.prepared = prepared
         self.galleries = self.queries if self.symmetric else prepared.galleries
@@ -367,7 +426,7 @@ class QueryGalleryDistances:
             raise ValueError("query_ids and gallery_ids must be given together.")
 
         self.center, self.gallery_aug = prepared.center, prepared.gallery_aug
-        self._masked = self._find_masked_pairs()
+        self._masked = self._find_masked_pairs(self.to_scan(self.query_ids), self.to_scan(self.gallery_ids))
         # in the symmetric mode with unique ids the masked pairs are the diagonal
         self._diagonal_mask = (
             self.symmetric
@@ -376,9 +435,9 @@ class QueryGalleryDistances:
             and bool((self._masked[:, 0] == torch.arange(self.n_queries, device=self.device)).all())
         )
 
-        gallery_norms = prepared.sq_norms.to(compute_dtype).double().sqrt()
+        gallery_norms = prepared.sq_norms.to(compute_dtype).double().sqrt()  # in scan order
         if self.symmetric:
-            query_norms = gallery_norms
+            query_norms = self.from_scan_rows(gallery_norms)
         else:
             query_norms = torch.cat(
                 [
@@ -406,26 +465,50 @@ class QueryGalleryDistances:
         # the final rounding to out_dtype merges values that differ by a relative 2 u_data in distance
         self._rounding_margin = (8 * u_data + 1e-15) * scale.cpu()
 
+    # ------------------------------------------------------------------ scan order
+    def to_scan(self, by_sample: Optional[Tensor]) -> Optional[Tensor]:
+        """Values per sample (``[N, ...]``, e.g. ids) in scan order (unchanged without a random order)."""
+        if by_sample is None or self.scan_order is None:
+            return by_sample
+        return by_sample[self.scan_order.to(by_sample.device)]
+
+    def from_scan_rows(self, by_position: Tensor) -> Tensor:
+        """Values per scan position (``[N, ...]``) in sample order: the inverse of ``to_scan``."""
+        if self.scan_order is None:
+            return by_position
+        return by_position[self._scan_position.to(by_position.device)]  # type: ignore[union-attr]
+
+    def scan_positions(self, samples: Tensor) -> Tensor:
+        """The scan positions of the samples (queries) ``samples``."""
+        return samples if self._scan_position is None else self._scan_position[samples.to(self.device)]
+
+    def samples_at(self, positions: Tensor) -> Tensor:
+        """The samples (galleries) at the scan positions ``positions``; negative positions (padding) are kept."""
+        if self.scan_order is None:
+            return positions
+        return torch.where(positions < 0, positions, self.scan_order[positions.clamp_min(0)])
+
     # ------------------------------------------------------------------ masks
-    def _find_masked_pairs(self) -> Optional[Tensor]:
+    def _find_masked_pairs(self, query_ids: Optional[Tensor], gallery_ids: Optional[Tensor]) -> Optional[Tensor]:
         """``[Q, m]`` gallery positions with the same id as the query (``-1`` padded), or None.
 
-        When that table would be large (long sequences: many galleries share a key), None is returned
-        and ``mask_tile`` compares the keys of each tile instead (``_compare_keys``).
+        The ids are given in the order of the tiles (scan order). When that table would be large (long
+        sequences: many galleries share a key), None is returned and ``mask_tile`` compares the keys of each
+        tile instead (``_compare_keys``).
         """
         self._compare_keys = False
-        if self.query_ids is None:
+        if query_ids is None or gallery_ids is None:
             return None
-        sorted_ids, order = torch.sort(self.gallery_ids)
-        lo = torch.searchsorted(sorted_ids, self.query_ids, right=False)
-        hi = torch.searchsorted(sorted_ids, self.query_ids, right=True)
+        sorted_ids, order = torch.sort(gallery_ids)
+        lo = torch.searchsorted(sorted_ids, query_ids, right=False)
+        hi = torch.searchsorted(sorted_ids, query_ids, right=True)
         mult = int((hi - lo).max()) if self.n_queries else 0
         if mult == 0:
             return None
         if mult > MAX_MASK_MULTIPLICITY:
             self._compare_keys = True
-            self._device_query_ids = self.query_ids.to(self.device)
-            self._device_gallery_ids = self.gallery_ids.to(self.device)
+            self._device_query_ids = query_ids.to(self.device)
+            self._device_gallery_ids = gallery_ids.to(self.device)
             return None
         offsets = lo[:, None] + torch.arange(mult)[None, :]
         valid = offsets < hi[:, None]
@@ -547,12 +630,32 @@ class _Candidates:
     pass over the tile). The kept values of a query stay sorted, so the new ones are merged into them by rank
     (``searchsorted``) without sorting the kept ones again: after the first tiles only a few new candidates per
     query pass ``tau``.
+
+    **Guesses** (``n_galleries`` given: the tiles hold random subsets of the galleries, see ``first_tile_rank``).
+    The first tile's ``kk``-th value is a loose bound (the ``kk``-th of a few thousand values, not of the whole
+    gallery), and with it most candidates of the early tiles are filtered and merged only to be dropped later.
+    A query's first tile instead sets ``guess`` to the ``r``-th smallest sub-block minimum (``r`` from
+    ``first_tile_rank``), and later tiles filter at ``min(kept kk-th value, guess)``. The guess is not proven: with
+    probability at most ``GUESS_FAILURES`` fewer than ``kk`` galleries lie at or below it, and then values that
+    belong to the top ``kk`` are dropped. Every dropped value is above ``guess`` or at least the kept ``kk``-th
+    value, so ``_finalize`` certifies a query only if its guess is also above the threshold of the exact top-k;
+    the others are searched again without guessing.
     """
 
-    def __init__(self, n: int, kk: int, like: Tensor, sub: int = SUB_BLOCK, column_sub: Optional[int] = None):
-        self.kk, self.sub, self.column_sub = kk, sub, column_sub or sub
+    def __init__(
+        self,
+        n: int,
+        kk: int,
+        like: Tensor,
+        sub: int = SUB_BLOCK,
+        column_sub: Optional[int] = None,
+        n_galleries: Optional[int] = None,
+    ):
+        self.kk, self.sub, self.column_sub, self.n_galleries = kk, sub, column_sub or sub, n_galleries
         self.values = torch.full((n, kk), float("inf"), dtype=like.dtype, device=like.device)
         self.cols = torch.full((n, kk), -1, dtype=torch.long, device=like.device)
+        #: per query: every value dropped so far is above it or at least the kept kk-th value (inf: no guess)
+        self.guess = torch.full((n,), float("inf"), dtype=like.dtype, device=like.device)
 
     def update(self, view: Tensor, block_mins: Optional[Tensor], row_start: int, col_start: int) -> None:
         """Merge ``view`` (``[r, w]``: queries ``row_start + i`` x galleries ``col_start + j``).
@@ -560,19 +663,23 @@ class _Candidates:
         ``block_mins`` is ``[r, w // sub]`` (minima of the full sub-blocks) or None to consider every element.
         """
         n_rows, width = view.shape
-        tau = _first_tile_bound(self.values[row_start : row_start + n_rows, -1], self.kk, block_mins, view)
+        tau = self._bound(slice(row_start, row_start + n_rows), block_mins, view)
         if block_mins is None:
             r, c = (view <= tau[:, None]).nonzero(as_tuple=True)
             self._merge(r + row_start, c + col_start, view[r, c])
             return
         sub, n_blocks = self.sub, block_mins.shape[1]
-        r, b = (block_mins <= tau[:, None]).nonzero(as_tuple=True)
+        passing = sparse_nonzero(block_mins <= tau[:, None])  # flat: row * n_blocks + block
+        r = passing // n_blocks
         if view.is_contiguous() and width == n_blocks * sub:  # whole sub-blocks are rows of a 2D view
-            values = view.view(n_rows * n_blocks, sub).index_select(0, r * n_blocks + b)
+            values = view.view(n_rows * n_blocks, sub).index_select(0, passing)
         else:
-            values = view[:, : n_blocks * sub].unflatten(1, (n_blocks, sub))[r, b]
-        i, j = (values <= tau[r][:, None]).nonzero(as_tuple=True)
-        rows, cols, values = r[i], b[i] * sub + j, values[i, j]
+            values = view[:, : n_blocks * sub].unflatten(1, (n_blocks, sub))[r, passing - r * n_blocks]
+        hits = sparse_nonzero(values <= tau.index_select(0, r)[:, None])  # flat: passing block * sub + j
+        block = hits // sub
+        rows = r.index_select(0, block)
+        cols = (passing.index_select(0, block) - rows * n_blocks) * sub + (hits - block * sub)
+        values = values.view(-1).index_select(0, hits)
         if n_blocks * sub < width:
             tail = view[:, n_blocks * sub :]
             tr, tc = (tail <= tau[:, None]).nonzero(as_tuple=True)
@@ -592,23 +699,60 @@ class _Candidates:
         height, n_queries = tile.shape
         sub = self.column_sub
         n_blocks = tile.shape[0] // sub
-        tau = self.values[query_start : query_start + n_queries, -1]
-        tau = _first_tile_bound(tau, self.kk, None if block_mins is None else block_mins.T, tile.T)
+        span = slice(query_start, query_start + n_queries)
+        tau = self._bound(span, None if block_mins is None else block_mins.T, tile.T)
         if block_mins is None:
             g, q = (tile <= tau[None, :]).nonzero(as_tuple=True)
             self._merge(q + query_start, g + gallery_start, tile[g, q])
             return
         blocks = tile[: n_blocks * sub].view(n_blocks, sub, n_queries)
-        b, q = (block_mins <= tau[None, :]).nonzero(as_tuple=True)
+        passing = sparse_nonzero(block_mins <= tau[None, :])  # flat: block * n_queries + query
+        b = passing // n_queries
+        q = passing - b * n_queries
         values = blocks[b, :, q]  # [P, sub]
-        i, j = (values <= tau[q][:, None]).nonzero(as_tuple=True)
-        queries, galleries, values = q[i], b[i] * sub + j, values[i, j]
+        hits = sparse_nonzero(values <= tau.index_select(0, q)[:, None])  # flat: passing block * sub + j
+        block = hits // sub
+        queries = q.index_select(0, block)
+        galleries = b.index_select(0, block) * sub + (hits - block * sub)
+        values = values.view(-1).index_select(0, hits)
         if n_blocks * sub < height:
             tail = tile[n_blocks * sub :]
             tg, tq = (tail <= tau[None, :]).nonzero(as_tuple=True)
             queries, galleries = torch.cat([queries, tq]), torch.cat([galleries, tg + n_blocks * sub])
             values = torch.cat([values, tail[tg, tq]])
         self._merge(queries + query_start, galleries + gallery_start, values)
+
+    def _bound(self, span: slice, block_mins: Optional[Tensor], rows: Tensor) -> Tensor:
+        """The filter bound ``[r]`` of the queries ``span`` for a tile whose values of them are ``rows`` ``[r, w]``.
+
+        The kept ``kk``-th value, or the guess if smaller. A query without either (its first tile) gets the
+        ``kk``-th smallest minimum of disjoint sub-blocks of ``rows`` (at least ``kk`` elements of the row are at
+        or below it, one per block; tight when the blocks are small), or with guessing the ``r``-th (recorded as
+        its guess). ``block_mins`` ``[r, n_blocks]`` are the minima the filter uses anyway: with at least ``2 r``
+        blocks the bound costs one ``kthvalue`` of them, no pass over the tile; with fewer (a narrow tile) the
+        minima of finer sub-blocks are computed.
+        """
+        tau = torch.minimum(self.values[span, -1], self.guess[span])
+        fresh = ~torch.isfinite(tau)
+        if not fresh.any():
+            return tau
+        width = rows.shape[1]
+        rank = self.kk if self.n_galleries is None else first_tile_rank(self.kk, width, self.n_galleries)
+        every = bool(fresh.all())
+        if block_mins is None or block_mins.shape[1] < 2 * rank:
+            sub = sub_block_size(4 * rank, width)
+            n_blocks = width // sub
+            if n_blocks < rank:
+                return tau
+            rows = rows if every else rows[fresh]
+            mins = rows[:, : n_blocks * sub].reshape(len(rows), n_blocks, sub).amin(dim=2)
+        else:
+            mins = block_mins if every else block_mins[fresh]
+        tau = tau.clone()
+        tau[fresh] = torch.kthvalue(mins.float(), rank, dim=1).values.to(tau.dtype)
+        if rank < self.kk:
+            self.guess[span] = torch.where(fresh, tau, self.guess[span])
+        return tau
 
     def _merge(self, rows: Tensor, cols: Tensor, values: Tensor) -> None:
         """Merge the candidates ``(rows[p], cols[p], values[p])`` into the kept ones.
@@ -667,43 +811,18 @@ class _Candidates:
         self.cols[rows[keep], rank[keep]] = cols[keep]
 
 
-def _first_tile_bound(tau: Tensor, kk: int, block_mins: Optional[Tensor], rows: Tensor) -> Tensor:
-    """``tau`` (the kept ``kk``-th values, ``[r]``) sharpened by the tile ``rows`` ``[r, w]`` where it is not finite.
-
-    That is a query's first tile; there the ``kk``-th smallest minimum of disjoint sub-blocks bounds ``kk``
-    elements of the row (one per block), and tightly when the blocks are small. ``block_mins`` ``[r, n_blocks]``
-    are the minima the filter uses anyway (at least ``2 kk`` blocks): their bound lets about 1.3 ``kk`` elements
-    of the first tile pass, and it costs one ``kthvalue`` of them, no pass over the tile. Without them (a
-    narrow tile) the minima of finer sub-blocks are computed. Queries with a finite ``tau`` keep it: the kept
-    ``kk``-th value is the sharper bound.
-    """
-    fresh = ~torch.isfinite(tau)
-    if not fresh.any():
-        return tau
-    if block_mins is None:
-        sub = sub_block_size(4 * kk, rows.shape[1])
-        n_blocks = rows.shape[1] // sub
-        if n_blocks < kk:
-            return tau
-        rows = rows if bool(fresh.all()) else rows[fresh]
-        mins = rows[:, : n_blocks * sub].reshape(len(rows), n_blocks, sub).amin(dim=2)
-    else:
-        mins = block_mins if bool(fresh.all()) else block_mins[fresh]
-    tau = tau.clone()
-    tau[fresh] = torch.kthvalue(mins.float(), kk, dim=1).values.to(tau.dtype)
-    return tau
-
-
-def _row_block_mins(tile: Tensor, kk: int, sub: int = SUB_BLOCK) -> Optional[Tensor]:
+def _row_block_mins(tile: Tensor, sub: int = SUB_BLOCK) -> Optional[Tensor]:
+    """``[r, w // sub]`` minima of the full sub-blocks of the rows of ``tile`` (None if it has none)."""
     n_blocks = tile.shape[1] // sub
-    if n_blocks < 2 * kk:
+    if n_blocks == 0:
         return None
     return tile[:, : n_blocks * sub].view(tile.shape[0], n_blocks, sub).amin(dim=2)
 
 
-def _column_block_mins(tile: Tensor, kk: int, sub: int = SUB_BLOCK) -> Optional[Tensor]:
+def _column_block_mins(tile: Tensor, sub: int = SUB_BLOCK) -> Optional[Tensor]:
+    """``[h // sub, w]`` minima of the full sub-blocks of the columns of ``tile`` (None if it has none)."""
     n_blocks = tile.shape[0] // sub
-    if n_blocks < 2 * kk:
+    if n_blocks == 0:
         return None
     return tile[: n_blocks * sub].view(n_blocks, sub, tile.shape[1]).amin(dim=1)
 
@@ -759,9 +878,10 @@ def _scan(dists: QueryGalleryDistances, rows: Tensor, kk: int, height: int, widt
     """GEMM-based ``kk`` best candidates (values, gallery indices) of the queries ``rows``.
 
     On the CPU the tiles are spread over worker threads (``oml.utils.threads``); two tiles of the same queries
-    never run at once. The candidates do not depend on the order of the tiles (see ``_Candidates``).
+    never run at once. The candidates do not depend on the order of the tiles (see ``_Candidates``). No guesses:
+    this scan also searches again the queries whose guess failed.
     """
-    rows = rows.to(dists.device)
+    rows = dists.scan_positions(rows.to(dists.device))
     height, width = max(1, min(height, len(rows))), max(1, min(width, dists.n_galleries))
     sub = sub_block_size(kk, width)
     candidates = _Candidates(len(rows), kk, dists.gallery_aug, sub)
@@ -774,43 +894,47 @@ def _scan(dists: QueryGalleryDistances, rows: Tensor, kk: int, height: int, widt
     def process(task: Tuple[int, int], space: _TileSpace) -> None:
         r0, c0 = task
         tile = space.tile(rows[r0 : r0 + height], r0, c0, width)
-        block_mins = _row_block_mins(tile, kk, sub)
+        block_mins = _row_block_mins(tile, sub)
         with _bookkeeping(n_workers):
             candidates.update(tile, block_mins, r0, c0)
 
     run_in_workers(tasks, process, n_workers, lambda: _TileSpace(dists, height * width), lambda task: task[:1])
-    return candidates.values, candidates.cols
+    return candidates.values, dists.samples_at(candidates.cols)
 
 
 def _scan_symmetric(
     dists: QueryGalleryDistances, kk: int, tile_size: int, shard: Optional[Shard] = None
-) -> Tuple[Tensor, Tensor]:
+) -> Tuple[Tensor, Tensor, Tensor]:
     """``_scan`` of all queries when queries and galleries are the same set: half of the GEMM work.
 
     A tile updates the queries of its rows and of its columns: two tiles sharing either never run at once.
     With a ``shard``: the candidates of every query among the galleries of this process's tiles only.
+    Returns ``(values, cols, guess)`` by sample; in a random scan order (``dists.scan_order``) the first tile of a
+    query guesses its bound (``_Candidates``), else ``guess`` is ``inf``.
     """
     n = dists.n_queries
     side = max(1, min(n, tile_size))
     sub = sub_block_size(kk, side)
     # read by columns, a passing sub-block is a strided gather (a cache miss per element): smaller ones there
     column_sub = sub_block_size(4 * kk, side)
-    candidates = _Candidates(n, kk, dists.gallery_aug, sub, column_sub)
+    guessing = dists.n_galleries if dists.scan_order is not None else None
+    candidates = _Candidates(n, kk, dists.gallery_aug, sub, column_sub, n_galleries=guessing)
     tasks = dists.symmetric_pairs(side, shard)
     n_workers = cpu_workers(len(tasks), dists.device, n * n / 2, MIN_PARALLEL_PAIRS)
 
     def process(task: Tuple[int, int], space: _TileSpace) -> None:
         r0, c0 = task
         tile = space.tile(torch.arange(r0, min(n, r0 + side), device=dists.device), r0, c0, side, True)
-        row_mins = _row_block_mins(tile, kk, sub)
-        column_mins = _column_block_mins(tile, kk, column_sub) if c0 != r0 else None
+        row_mins = _row_block_mins(tile, sub)
+        column_mins = _column_block_mins(tile, column_sub) if c0 != r0 else None
         with _bookkeeping(n_workers):
             candidates.update(tile, row_mins, r0, c0)
             if c0 != r0:
                 candidates.update_columns(tile, column_mins, c0, r0)
 
     run_in_workers(tasks, process, n_workers, lambda: _TileSpace(dists, side * side), lambda task: task)
-    return candidates.values, candidates.cols
+    values, cols = dists.from_scan_rows(candidates.values), dists.from_scan_rows(dists.samples_at(candidates.cols))
+    return values, cols, dists.from_scan_rows(candidates.guess)
 
 
 def _finalize(
@@ -821,8 +945,12 @@ def _finalize(
     k: int,
     n_exact: Optional[int] = None,
     relevance: Optional[Tuple[Tensor, Tensor]] = None,
+    guess: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Certify the candidates and select the exact top-k. Returns (distances, indices, certified) for ``rows``.
+
+    ``guess`` ``[n]``: galleries were also dropped for being above it (``_Candidates``); a query is certified only
+    if they could not be in its exact top k either.
 
     ``values`` ``[n, kk]`` are sorted in every row (``_Candidates`` keeps them so). Only the candidates within
     the error slack of the k-th GEMM value are recomputed exactly; with ``n_exact < k`` (default ``k``) only
@@ -839,6 +967,8 @@ def _finalize(
     threshold = t + slack
     all_kept = values.shape[1] >= n_galleries
     certified = torch.isfinite(t) & ((values[:, -1] > threshold) | all_kept)
+    if guess is not None:
+        certified &= guess.to(values.device).double() >= threshold
     needed = (values <= threshold[:, None]) & (cols >= 0)
     group = None
     if n_exact < k:
@@ -888,6 +1018,7 @@ def _finalize_in_chunks(
     k: int,
     n_exact: int,
     relevance: Optional[Tuple[Tensor, Tensor]] = None,
+    guess: Optional[Tensor] = None,
 ) -> List[Tuple[Tensor, Tensor, Tensor, Tensor]]:
     """``_finalize`` of the queries ``rows`` chunk by chunk, the chunks spread over worker threads on the CPU.
 
@@ -900,25 +1031,29 @@ def _finalize_in_chunks(
     def finalize(r0: int, _: None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         chunk = slice(r0, r0 + step)
         with _bookkeeping(n_workers):
-            return (rows[chunk], *_finalize(dists, rows[chunk], values[chunk], cols[chunk], k, n_exact, relevance))
+            part = None if guess is None else guess[chunk]
+            found = _finalize(dists, rows[chunk], values[chunk], cols[chunk], k, n_exact, relevance, part)
+            return (rows[chunk], *found)
 
     return run_in_workers(starts, finalize, n_workers, lambda: None)
 
 
 def _best_of_shards(
-    shard: Shard, values: Tensor, cols: Tensor, start: int, stop: int, kk: int
-) -> Tuple[Tensor, Tensor]:
+    shard: Shard, values: Tensor, cols: Tensor, guess: Tensor, start: int, stop: int, kk: int
+) -> Tuple[Tensor, Tensor, Tensor]:
     """The ``kk`` best candidates of the queries ``start:stop`` among those every process found in its tiles.
 
     Every pair lies in one tile only, so the processes' candidates of a query are distinct galleries, and the
     ``kk`` smallest GEMM values of their union are those of the whole gallery (ties at the last place may be
-    cut either way: ``_finalize``'s check makes the excluded ones harmless).
+    cut either way: ``_finalize``'s check makes the excluded ones harmless). Each process guessed on its own
+    first tiles: the smallest guess bounds what any of them dropped.
     """
-    parts = shard.gather((values.cpu(), cols.cpu().int()))
+    parts = shard.gather((values.cpu(), cols.cpu().int(), guess.cpu()))
     values = torch.cat([part[0][start:stop] for part in parts], dim=1).to(values.device)
     cols = torch.cat([part[1][start:stop] for part in parts], dim=1).to(cols.device).long()
+    guess = torch.stack([part[2][start:stop] for part in parts]).amin(dim=0).to(guess.device)
     best = torch.topk(values, kk, dim=1, largest=False, sorted=True).indices  # ascending, as _finalize expects
-    return values.gather(1, best), cols.gather(1, best)
+    return values.gather(1, best), cols.gather(1, best), guess
 
 
 def _brute_force(dists: QueryGalleryDistances, rows: Tensor, k: int) -> Tuple[Tensor, Tensor]:
@@ -1012,7 +1147,12 @@ def exact_knn(
         screen_dtype = None if prepared.tile_dtype == compute_dtype else prepared.tile_dtype
     else:
         screen_dtype = screening_dtype(queries, galleries, screening)
-    dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, screen_dtype, prepared)
+
+    def distances(screen: Optional[torch.dtype]) -> QueryGalleryDistances:
+        # the symmetric scan visits the samples in a random order: its first tiles guess the bounds
+        return QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, screen, prepared, random_order=True)
+
+    dists = distances(screen_dtype)
     n_galleries = dists.n_galleries
     if n_galleries == 0:
         raise ValueError("k must be at most the number of galleries, but the gallery is empty.")
@@ -1032,38 +1172,39 @@ def exact_knn(
     extra = max(8, k // 4) if extra is None else extra
     kk = min(n_galleries, k + extra)
     if screen_dtype is not None and screening_is_auto(screening) and not _screening_certifies(dists, k, kk):
-        dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, prepared=prepared)
+        dists = distances(None)
     shared_tiles = dists.symmetric and shard is not None and not shard.is_single
     if shared_tiles:
         # the processes' candidates are compared with each other: one GEMM precision for all (float32 if any
         # process does not screen; a process that does not screen has nothing to rebuild)
         screened = shard.gather(dists.tile_dtype != dists.out_dtype)  # type: ignore[union-attr]
         if screened[shard.rank] and not all(screened):  # type: ignore[union-attr]
-            dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, prepared=prepared)
+            dists = distances(None)
 
     start, stop = (0, dists.n_queries) if shard is None else shard.bounds(dists.n_queries)
     out_d = torch.empty(stop - start, k, dtype=dists.out_dtype, device=dists.device)
     out_i = torch.empty(stop - start, k, dtype=torch.long, device=dists.device)
     pending = torch.arange(start, stop, device=dists.device)
+    guess: Optional[Tensor] = None  # what the symmetric scan's guesses dropped (see _Candidates)
     if shared_tiles:
-        values, cols = _scan_symmetric(dists, kk, tile_size or SYMMETRIC_TILE_SIZE, shard)
-        values, cols = _best_of_shards(shard, values, cols, start, stop, kk)  # type: ignore[arg-type]
+        values, cols, guess = _scan_symmetric(dists, kk, tile_size or SYMMETRIC_TILE_SIZE, shard)
+        values, cols, guess = _best_of_shards(shard, values, cols, guess, start, stop, kk)  # type: ignore[arg-type]
     elif dists.symmetric and len(pending) == dists.n_queries:
-        values, cols = _scan_symmetric(dists, kk, tile_size or SYMMETRIC_TILE_SIZE)
+        values, cols, guess = _scan_symmetric(dists, kk, tile_size or SYMMETRIC_TILE_SIZE)
     else:
         values, cols = _scan(dists, pending, kk, height, width)
 
     while len(pending):
         failed = []
-        for rows, d, i, ok in _finalize_in_chunks(dists, pending, values, cols, k, n_exact, relevance):
+        for rows, d, i, ok in _finalize_in_chunks(dists, pending, values, cols, k, n_exact, relevance, guess):
             out_d[rows[ok] - start], out_i[rows[ok] - start] = d[ok], i[ok]
             failed.append(rows[~ok])
-        pending = torch.cat(failed)
+        pending, guess = torch.cat(failed), None  # searched again without guesses
         if not len(pending):
             break
         if dists.tile_dtype != dists.out_dtype:
             # the low-precision bound was too loose for these queries: the float32 GEMM decides, same kk
-            dists = QueryGalleryDistances(queries, galleries, query_ids, gallery_ids, prepared=prepared)
+            dists = distances(None)
             values, cols = _scan(dists, pending, kk, height, width)
             continue
         kk *= 4

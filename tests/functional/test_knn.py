@@ -461,3 +461,99 @@ def test_one_row_block_keeps_the_calling_thread(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert workers[0] == 1  # the scan
+
+
+@pytest.mark.parametrize(
+    "kk,width,n", [(13, 4096, 50_000), (61, 4096, 50_000), (200, 300, 1000), (9, 50, 60), (5, 1, 9)]
+)
+def test_first_tile_rank_is_the_smallest_rank_within_the_failure_rate(kk, width, n):
+    # a slow reference: the binomial tail P(Binomial(kk - 1, width / n) >= r), summed term by term per r
+    import math
+
+    f, m = width / n, kk - 1
+
+    def tail(r):
+        return sum(math.comb(m, i) * f**i * (1 - f) ** (m - i) for i in range(r, m + 1))
+
+    r = knn_module.first_tile_rank(kk, width, n)
+    assert 1 <= r <= kk
+    assert r == kk or tail(r) <= knn_module.GUESS_FAILURES
+    assert r == 1 or tail(r - 1) > knn_module.GUESS_FAILURES
+    # the hypergeometric tail (the tile is a random subset of the galleries) is below the binomial one
+    if r < kk:
+        hyper = sum(math.comb(m, i) * math.comb(n - m, width - i) for i in range(r, min(m, width) + 1))
+        hyper /= math.comb(n, width)
+        assert hyper <= tail(r)
+    assert knn_module.first_tile_rank(kk, n, n) == kk  # one tile holds every gallery: the proven bound
+
+
+def _count_guesses(monkeypatch):
+    """Spy: the number of queries that got a guess in each symmetric scan, and the rows of every later scan."""
+    found = {"guessed": [], "rescanned": []}
+    symmetric_scan, scan = knn_module._scan_symmetric, knn_module._scan
+
+    def spying_symmetric_scan(*args, **kwargs):
+        values, cols, guess = symmetric_scan(*args, **kwargs)
+        found["guessed"].append(int(torch.isfinite(guess).sum()))
+        return values, cols, guess
+
+    def spying_scan(dists, rows, *args, **kwargs):
+        found["rescanned"].append(len(rows))
+        return scan(dists, rows, *args, **kwargs)
+
+    monkeypatch.setattr(knn_module, "_scan_symmetric", spying_symmetric_scan)
+    monkeypatch.setattr(knn_module, "_scan", spying_scan)
+    return found
+
+
+def test_guessed_bounds_give_the_oracle_answer(monkeypatch):
+    # tiles much narrower than the gallery: the first tile of every query guesses its bound
+    found = _count_guesses(monkeypatch)
+    torch.manual_seed(27)
+    x = torch.cat([torch.randn(900, 5), torch.zeros(30, 5), torch.randint(0, 3, (300, 5)).float()])  # + ties
+    ids = torch.arange(len(x))
+    assert_same_as_oracle(x, x, 20, ids, ids, tile_size=128)
+    assert found["guessed"][0] > 0.9 * len(x)
+
+
+def test_failed_guesses_are_searched_again(monkeypatch):
+    # a failure rate of 90% makes most guesses too tight: those queries are found and searched again
+    monkeypatch.setattr(knn_module, "GUESS_FAILURES", 0.9)
+    found = _count_guesses(monkeypatch)
+    torch.manual_seed(28)
+    x = torch.randn(1500, 6)
+    ids = torch.arange(len(x))
+    assert_same_as_oracle(x, x, 25, ids, ids, tile_size=100)
+    assert found["guessed"][0] > 0 and found["rescanned"] and found["rescanned"][0] > 0.1 * len(x)
+
+
+def test_guesses_hold_on_data_sorted_by_cluster(monkeypatch):
+    # contiguous clusters larger than a tile: in index order a query's first tile would hold its whole cluster
+    # and guess far too tight a bound; the random scan order keeps failures rare
+    found = _count_guesses(monkeypatch)
+    torch.manual_seed(29)
+    centres = 10 * torch.randn(8, 6)
+    x = centres.repeat_interleave(400, dim=0) + torch.randn(3200, 6)
+    ids = torch.arange(len(x))
+    assert_same_as_oracle(x, x, 30, ids, ids, tile_size=256)
+    assert found["guessed"][0] > 0.9 * len(x)
+    assert sum(found["rescanned"]) <= 0.01 * len(x)
+
+    # the same scan in index order: most guesses fail (why the scan order is random)
+    identity = torch.arange(len(x))
+    monkeypatch.setattr(knn_module, "random_scan_order", lambda n: identity[:n])
+    found["rescanned"].clear()
+    assert_same_as_oracle(x, x, 30, ids, ids, tile_size=256)
+    assert sum(found["rescanned"]) > 0.5 * len(x)
+
+
+def test_random_scan_order_keeps_tiles_and_masks_consistent():
+    # sequences exclude many galleries per query: the masks must follow the samples into scan order
+    torch.manual_seed(30)
+    x = torch.randn(700, 4)
+    keys = knn_module.exclusion_keys(torch.arange(700), [i % 50 for i in range(700)])
+    assert_same_as_oracle(x, x, 12, keys, keys, tile_size=64)
+    dists = QueryGalleryDistances(x, x, keys, keys, random_order=True)
+    assert dists.scan_order is not None and not torch.equal(dists.scan_order, torch.arange(700))
+    assert torch.equal(dists.samples_at(dists.scan_positions(torch.arange(700))), torch.arange(700))
+    assert QueryGalleryDistances(x, x.clone(), random_order=True).scan_order is None  # not the symmetric mode

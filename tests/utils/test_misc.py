@@ -26,6 +26,7 @@ from oml.utils.misc_torch import (
     first_occurrences,
     normalise,
     pairwise_dist,
+    sparse_nonzero,
     take_2d,
     temporary_setting_model_mode,
 )
@@ -111,6 +112,18 @@ def test_first_occurrences_equal_a_loop(seed: int) -> None:
     assert unique.tolist() == sorted(first) and positions.tolist() == [first[v] for v in sorted(first)]
     with pytest.raises(ValueError, match="ids must be a 1d tensor"):
         first_occurrences(ids.reshape(4, 10))
+
+
+@pytest.mark.parametrize("shape", [(0,), (1,), (7,), (8,), (13, 37), (64, 32), (3, 5, 9)])
+@pytest.mark.parametrize("density", [0.0, 0.03, 0.5, 1.0])
+def test_sparse_nonzero_equals_a_loop(shape: tuple, density: float) -> None:
+    g = torch.Generator().manual_seed(len(shape) * 100 + int(density * 10))
+    mask = torch.rand(shape, generator=g) < density
+    expected = [position for position, flag in enumerate(mask.flatten().tolist()) if flag]
+    assert sparse_nonzero(mask).tolist() == expected
+    assert sparse_nonzero(mask[..., ::2]).tolist() == mask[..., ::2].flatten().nonzero().flatten().tolist()
+    with pytest.raises(ValueError, match="bool tensor"):
+        sparse_nonzero(mask.int())
 
 
 def test_reduce_metrics_reduces_tensors_and_numpy_arrays_as_oml() -> None:
