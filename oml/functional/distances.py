@@ -14,6 +14,9 @@ from torch import Tensor
 __all__ = ["EXACT_BUDGET", "distance_dtype", "exact_sq_distances_of_pairs", "exact_distances_of_topk", "exact_cdist"]
 
 EXACT_BUDGET = 2**20  # float64 values held at once by the pairwise recomputation
+# values per slice of exact_sq_distances_of_pairs: its four slice buffers then stay in the CPU caches (384-d
+# pairs on this project's 2-core CPU, 2026-11-28: 1.6x faster than slices of EXACT_BUDGET; 2^16 to 2^17 best)
+PAIR_SLICE = 2**17
 
 
 def distance_dtype(*tensors: Tensor) -> torch.dtype:
@@ -24,7 +27,7 @@ def distance_dtype(*tensors: Tensor) -> torch.dtype:
 def exact_sq_distances_of_pairs(queries: Tensor, galleries: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     """Float64 squared distances ``[P]`` of the pairs ``(queries[rows[p]], galleries[cols[p]])``.
 
-    Works in slices of about ``EXACT_BUDGET`` values with reused buffers, so memory stays bounded whatever ``P``.
+    Works in slices of about ``PAIR_SLICE`` values with reused buffers, so memory stays bounded whatever ``P``.
 
     >>> q, g = torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0], [1.0, 1.0]])
     >>> exact_sq_distances_of_pairs(q, g, torch.tensor([0, 0]), torch.tensor([0, 1]))
@@ -33,7 +36,7 @@ def exact_sq_distances_of_pairs(queries: Tensor, galleries: Tensor, rows: Tensor
     device, dim = queries.device, queries.shape[1]
     rows, cols = rows.to(device), cols.to(device)
     out = torch.empty(len(rows), dtype=torch.float64, device=device)
-    step = max(1, min(len(rows), EXACT_BUDGET // max(1, dim)))
+    step = max(1, min(len(rows), PAIR_SLICE // max(1, dim)))
     q_raw = torch.empty(step, dim, dtype=queries.dtype, device=device)
     g_raw = torch.empty(step, dim, dtype=galleries.dtype, device=device)
     q64 = torch.empty(step, dim, dtype=torch.float64, device=device)

@@ -705,11 +705,14 @@ class _Candidates:
             g, q = (tile <= tau[None, :]).nonzero(as_tuple=True)
             self._merge(q + query_start, g + gallery_start, tile[g, q])
             return
-        blocks = tile[: n_blocks * sub].view(n_blocks, sub, n_queries)
-        passing = sparse_nonzero(block_mins <= tau[None, :])  # flat: block * n_queries + query
-        b = passing // n_queries
-        q = passing - b * n_queries
-        values = blocks[b, :, q]  # [P, sub]
+        # by query, then block (the transposed mask is copied in that order): candidates come grouped by query
+        passing = sparse_nonzero(block_mins.t() <= tau[:, None])  # flat: query * n_blocks + block
+        q = passing // n_blocks
+        b = passing - q * n_blocks
+        # element (b * sub + j, q) of the tile, by flat position (cheaper than advanced indexing of a 3D view)
+        starts = b * (sub * n_queries) + q
+        steps = torch.arange(0, sub * n_queries, n_queries, device=tile.device)
+        values = tile.reshape(-1).index_select(0, (starts[:, None] + steps).view(-1)).view(-1, sub)  # [P, sub]
         hits = sparse_nonzero(values <= tau.index_select(0, q)[:, None])  # flat: passing block * sub + j
         block = hits // sub
         queries = q.index_select(0, block)
@@ -757,18 +760,20 @@ class _Candidates:
     def _merge(self, rows: Tensor, cols: Tensor, values: Tensor) -> None:
         """Merge the candidates ``(rows[p], cols[p], values[p])`` into the kept ones.
 
-        The new candidates are sorted by (query, value) and laid out as a ``[touched, width]`` table; a new
-        value's rank in the merged row is its position plus the number of kept values at or below it, a kept
-        value's rank its position plus the number of new values below it (ties: kept first). The ranks of a row
-        are a permutation, and those below ``kk`` are written back: the kept rows stay sorted. A very uneven
-        spread of new candidates over the queries (the table would be large) is merged by one sort instead.
+        The new candidates are laid out as a ``[touched, width]`` table (the filters give them grouped by query,
+        ascending; other orders are grouped first) whose rows are sorted; a new value's rank in the merged row
+        is its position plus the number of kept values at or below it, a kept value's rank its position plus
+        the number of new values below it (ties: kept first). The ranks of a row are a permutation, and those
+        below ``kk`` are written back: the kept rows stay sorted. A very uneven spread of new candidates over
+        the queries (the table would be large) is merged by one sort instead.
         """
         if not len(rows):
             return
         kk = self.kk
         values = values.to(self.values.dtype)
-        order = torch.argsort((rows << 32) | (float_order_keys(values) + 2**31))
-        rows, cols, values = rows[order], cols[order], values[order]
+        if len(rows) > 1 and not bool((rows[1:] >= rows[:-1]).all()):
+            grouped = torch.argsort(rows, stable=True)
+            rows, cols, values = rows[grouped], cols[grouped], values[grouped]
         touched, counts = torch.unique_consecutive(rows, return_counts=True)
         width = int(counts.max())
         if len(touched) * width > 4 * len(rows) + len(touched) * kk:
@@ -780,6 +785,8 @@ class _Candidates:
         new_values = torch.full((n_touched, width), float("inf"), dtype=values.dtype, device=device)
         new_cols = torch.full((n_touched, width), -1, dtype=torch.long, device=device)
         new_values[slot, position], new_cols[slot, position] = values, cols
+        new_values, by_value = torch.sort(new_values, dim=1)  # a row sort of a narrow table: no global argsort
+        new_cols = new_cols.gather(1, by_value)
         # all queries of a range touched (the usual case): views instead of gathers and scatters
         first = int(touched[0])
         span = slice(first, first + n_touched) if int(touched[-1]) - first + 1 == n_touched else touched
