@@ -23,6 +23,12 @@ top-k overall. A query that fails the check (near-ties around its k-th neighbour
 again with four times more candidates, finally against the whole gallery. Hence the result equals a dense
 brute-force oracle bit for bit, with ties broken by the smaller gallery index.
 
+**Guessed bounds.** The symmetric scan visits the samples in a seeded random order, so that each tile holds a
+random subset of the gallery, and a query's first tile guesses a bound of its ``kk``-th value that holds with
+probability at least ``1 - GUESS_FAILURES`` whatever the data (``first_tile_rank``). Values above the guess
+are dropped, so the check above also requires the guess to exceed the threshold; a query whose guess fails it
+is searched again without guessing. The results do not depend on the guesses.
+
 **Ranking without distances** (``n_exact_distances < k``). The same argument orders two items without their
 exact distances: if ``a_j - a_i > slack`` (``slack = 2 delta`` plus the rounding margin) then ``i`` comes
 before ``j`` in the exact order (its rounded distance is strictly smaller, so the index plays no part). Sort a
