@@ -377,11 +377,10 @@ class QueryGalleryDistances:
             module docstring). The exact recomputation is unchanged.
         prepared: the ``PreparedGallery`` of ``galleries`` from an earlier search (used when it fits).
         random_order: in the symmetric mode (ignored otherwise), the tiles visit the samples in the order
-            ``random_scan_order`` (each
-            tile then holds a uniformly random subset of them, which lets ``exact_knn`` guess a query's bound from
-            its first tile). The tile methods (``tiles``, ``symmetric_tiles``, ``gemm_tile``, ``mask_tile``) then
-            take and give *scan positions*: position ``i`` is sample ``scan_order[i]``; the exact methods and
-            ``error_bound`` stay indexed by sample.
+            ``random_scan_order``: each tile then holds a uniformly random subset of them, which lets
+            ``exact_knn`` guess a query's bound from its first tile. The tile methods (``tiles``,
+            ``symmetric_tiles``, ``gemm_tile``, ``mask_tile``) then take and give *scan positions* (position
+            ``i`` is sample ``scan_order[i]``); the exact methods and ``error_bound`` stay indexed by sample.
     """
 
     def __init__(
