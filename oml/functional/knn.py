@@ -1019,7 +1019,8 @@ def _mixed_groups(group: Tensor, relevant: Tensor) -> Tensor:
     n_relevant = torch.zeros(n * (width + 1), dtype=torch.long, device=group.device)
     n_relevant.scatter_add_(0, ids, relevant.flatten().long())
     size = torch.bincount(ids, minlength=n * (width + 1))
-    return ((n_relevant[ids] > 0) & (n_relevant[ids] < size[ids])).view(n, width)
+    relevant_in_group = n_relevant.index_select(0, ids)
+    return ((relevant_in_group > 0) & (relevant_in_group < size.index_select(0, ids))).view(n, width)
 
 
 def _finalize_in_chunks(
@@ -1254,13 +1255,16 @@ def prepared_gallery_for(
 
 
 __all__ = [
+    "GUESS_FAILURES",
     "KNNResult",
     "PreparedGallery",
     "QueryGalleryDistances",
     "exact_knn",
     "exclusion_keys",
+    "first_tile_rank",
     "matmul_unit_roundoff",
     "prepared_gallery_for",
+    "random_scan_order",
     "screening_dtype",
     "screening_error_factor",
 ]
