@@ -82,8 +82,10 @@ def sparse_nonzero(mask: Tensor) -> Tensor:
     faster when few values are True.
 
     On the CPU ``nonzero`` costs a few nanoseconds per element; here the mask is read as 64-bit words (8
-    flags each) and only the words holding a True value are expanded: measured 4x faster on a 6.4M-element
-    mask with 4% True values (torch 2.15, one thread).
+    flags each) and only the words holding a True value are expanded. Measured on a 6.4M-element mask (torch
+    2.15, one thread, 2026-11-28): 4.8x faster than ``nonzero`` with 0.3% True values, 3.2x with 1%, 1.6x with
+    3.75% (one value per 32, as in the kNN's tile filters), but 0.8x with 9% spread evenly (most words then
+    hold one): meant for sparse masks.
 
     >>> sparse_nonzero(torch.tensor([[False, True, False], [False, False, True]])).tolist()
     [1, 5]
