@@ -103,9 +103,11 @@ def first_tile_rank(kk: int, width: int, n_galleries: int, failures: Optional[fl
     f, m = min(1.0, width / max(1, n_galleries)), kk - 1
     if f >= 1.0 or m <= 0:
         return kk
+    log_f, log_rest, log_m = math.log(f), math.log1p(-f), math.lgamma(m + 1)
     tail = 0.0  # P(Binomial(m, f) >= r), accumulated from r = m down
     for r in range(m, 0, -1):
-        tail += math.comb(m, r) * f**r * (1 - f) ** (m - r)
+        # in logs: comb(m, r) * f^r overflows a float for kk of a thousand or more
+        tail += math.exp(log_m - math.lgamma(r + 1) - math.lgamma(m - r + 1) + r * log_f + (m - r) * log_rest)
         if tail > failures:
             return min(kk, r + 1)
     return 1

@@ -464,26 +464,29 @@ def test_one_row_block_keeps_the_calling_thread(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "kk,width,n", [(13, 4096, 50_000), (61, 4096, 50_000), (200, 300, 1000), (9, 50, 60), (5, 1, 9)]
+    "kk,width,n",
+    [(13, 4096, 50_000), (61, 4096, 50_000), (200, 300, 1000), (9, 50, 60), (5, 1, 9), (1500, 300, 2000)],
 )
 def test_first_tile_rank_is_the_smallest_rank_within_the_failure_rate(kk, width, n):
-    # a slow reference: the binomial tail P(Binomial(kk - 1, width / n) >= r), summed term by term per r
+    # a slow, exact reference: the binomial tail P(Binomial(kk - 1, width / n) >= r) as a fraction of integers
+    # (also for kk in the thousands, where comb(m, i) * f**i overflows a float)
     import math
+    from fractions import Fraction
 
-    f, m = width / n, kk - 1
+    m, failures = kk - 1, Fraction(knn_module.GUESS_FAILURES)
 
     def tail(r):
-        return sum(math.comb(m, i) * f**i * (1 - f) ** (m - i) for i in range(r, m + 1))
+        terms = sum(math.comb(m, i) * width**i * (n - width) ** (m - i) for i in range(r, m + 1))
+        return Fraction(terms, n**m)
 
     r = knn_module.first_tile_rank(kk, width, n)
     assert 1 <= r <= kk
-    assert r == kk or tail(r) <= knn_module.GUESS_FAILURES
-    assert r == 1 or tail(r - 1) > knn_module.GUESS_FAILURES
+    assert r == kk or tail(r) <= failures
+    assert r == 1 or tail(r - 1) > failures
     # the hypergeometric tail (the tile is a random subset of the galleries) is below the binomial one
     if r < kk:
         hyper = sum(math.comb(m, i) * math.comb(n - m, width - i) for i in range(r, min(m, width) + 1))
-        hyper /= math.comb(n, width)
-        assert hyper <= tail(r)
+        assert Fraction(hyper, math.comb(n, width)) <= tail(r)
     assert knn_module.first_tile_rank(kk, n, n) == kk  # one tile holds every gallery: the proven bound
 
 
@@ -514,6 +517,14 @@ def test_guessed_bounds_give_the_oracle_answer(monkeypatch):
     ids = torch.arange(len(x))
     assert_same_as_oracle(x, x, 20, ids, ids, tile_size=128)
     assert found["guessed"][0] > 0.9 * len(x)
+
+
+def test_guesses_for_a_thousand_neighbours():
+    # kk in the thousands (MAP@R with large classes): the guess's rank is computed without overflowing a float
+    torch.manual_seed(31)
+    x = torch.randn(1600, 5)
+    ids = torch.arange(len(x))
+    assert_same_as_oracle(x, x, 1000, ids, ids, tile_size=256)
 
 
 def test_failed_guesses_are_searched_again(monkeypatch):
